@@ -1,0 +1,97 @@
+"""Command line: ``gomodel-proxy [--config PATH] [--host H] [--port P] [--workers N]``, ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from gomodel_proxy import __version__
+from gomodel_proxy.config import ConfigError, load_config
+from gomodel_proxy.config.schema import Config
+
+DEFAULT_CONFIG = "conf/config.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gomodel-proxy", description="A fast, lean AI gateway.")
+    parser.add_argument("command", nargs="?", choices=["serve", "check-config"], default="serve",
+                        help="serve (default) or check-config: validate and print the resolved configuration")
+    parser.add_argument("--config", help=f"configuration file (default: $GOMODEL_CONFIG or {DEFAULT_CONFIG})")
+    parser.add_argument("--host", help="address to listen on (overrides server.host)")
+    parser.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
+    parser.add_argument("--workers", type=int, help="worker processes sharing the port (overrides server.workers)")
+    parser.add_argument("--version", action="version", version=f"gomodel-proxy {__version__}")
+    return parser
+
+
+def _config_path(arg: str | None) -> str | None:
+    if arg:
+        return arg
+    env = os.environ.get("GOMODEL_CONFIG")
+    if env:
+        return env
+    return DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None
+
+
+def mask_secrets(config: Config) -> dict[str, Any]:
+    """The configuration as plain data with every secret replaced by a short, non-reversible tag."""
+
+    def walk(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            out = {}
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                out[f.name] = _mask(value) if f.metadata.get("secret") else walk(value)
+            return out
+        if isinstance(obj, dict):
+            return {k: walk(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        return obj
+
+    result: dict[str, Any] = walk(config)
+    return result
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return f"***(sha256:{hashlib.sha256(value.encode()).hexdigest()[:8]})" if value else ""
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(_config_path(args.config))
+    except ConfigError as exc:
+        print(f"gomodel-proxy: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        sys.stdout.write(orjson.dumps(mask_secrets(config), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    from gomodel_proxy.server.runner import run  # noqa: PLC0415 - keeps check-config light
+
+    run(
+        config,
+        host=args.host or config.server.host,
+        port=args.port or config.server.port,
+        workers=args.workers or config.server.workers,
+        started=started,
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Strict configuration loading: YAML file, ``${VAR}`` expansion, environment overrides, validation.
+
+Every problem is reported with the file, the line, the dotted key, what was expected and how to fix
+it, and all problems are reported at once so one edit fixes them all. Nothing half-valid starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
+from gomodel_proxy.config.schema import RESERVED_NAMES, Config, ProviderConfig
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: ``GOMODEL__SERVER__PORT=9000`` sets ``server.port``; the double underscore separates path parts.
+_OVERRIDE_PREFIX = "GOMODEL__"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason, each self-contained."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the configuration at ``path`` (``None``: defaults and the environment only)."""
+    environ = dict(os.environ if env is None else env)
+    source = str(path) if path is not None else "<defaults>"
+    raw: Any = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(
+                [f"{source}: file not found; pass --config PATH, set GOMODEL_CONFIG, or create it"]
+            )
+        try:
+            raw = YAML(typ="rt").load(file.read_text(encoding="utf-8")) or {}
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+            raise ConfigError([f"{where}: not valid YAML: {exc.problem}"]) from None
+    builder = _Builder(source, environ)
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"{source}: the top level must be a mapping of sections (server, providers, ...)"])
+    raw = builder.apply_overrides(raw)
+    config = builder.build(Config, raw, "", raw, None)
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    assert isinstance(config, Config)
+    config.source = source
+    _register_env_providers(config, environ)
+    problems = _check_semantics(config, source)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _register_env_providers(config: Config, env: Mapping[str, str]) -> None:
+    """Add a provider for each known ``<TYPE>_API_KEY`` set in the environment and absent from the file."""
+    for kind, defaults in PROVIDER_DEFAULTS.items():
+        if defaults.env_key is None or kind in config.providers:
+            continue
+        key = env.get(defaults.env_key, "").strip()
+        if key:
+            base = env.get(f"{kind.upper()}_BASE_URL", "").strip() or defaults.base_url
+            config.providers[kind] = ProviderConfig(type=kind, base_url=base, api_key=key)  # type: ignore[arg-type]
+    if env.get("GOMODEL_MASTER_KEY") and not config.server.master_key:
+        config.server.master_key = env["GOMODEL_MASTER_KEY"]
+
+
+def _check_semantics(config: Config, source: str) -> list[str]:
+    problems: list[str] = []
+    for name, provider in config.providers.items():
+        where = f"{source}: providers.{name}"
+        if name in RESERVED_NAMES:
+            problems.append(
+                f"{where}: '{name}' is reserved for the gateway's own routes "
+                f"({', '.join(sorted(RESERVED_NAMES))}); rename the provider"
+            )
+        elif not _PROVIDER_NAME.match(name):
+            problems.append(
+                f"{where}: provider names are lower-case letters, digits, '-' and '_' "
+                "(they appear in model ids such as 'openai/gpt-4o-mini'); rename it"
+            )
+        defaults = PROVIDER_DEFAULTS[provider.type]
+        if not provider.base_url:
+            provider.base_url = defaults.base_url
+        if provider.type == "mock":
+            if provider.base_url:
+                problems.append(f"{where}.base_url: a mock provider has no upstream; remove base_url")
+            continue
+        if provider.mock is not None:
+            problems.append(f"{where}.mock: only a provider of type 'mock' takes mock settings; remove it")
+        if not provider.base_url:
+            problems.append(
+                f"{where}.base_url: required for type '{provider.type}'; "
+                "set it to the server's OpenAI-compatible root, e.g. http://127.0.0.1:8000/v1"
+            )
+        elif not re.match(r"^https?://[^/\s]+", provider.base_url):
+            problems.append(
+                f"{where}.base_url: '{provider.base_url}' is not an http(s) URL; "
+                "write it as https://host[:port]/path"
+            )
+    return problems
+
+
+class _Builder:
+    """Turns YAML nodes into schema dataclasses, collecting problems with their positions."""
+
+    def __init__(self, source: str, env: Mapping[str, str]) -> None:
+        self.source = source
+        self.env = env
+        self.problems: list[str] = []
+
+    # -- positions and messages -----------------------------------------------------------------
+    def _where(self, parent: Any, key: Any) -> str:
+        lc = getattr(parent, "lc", None)
+        if lc is not None:
+            try:
+                line, col = lc.key(key) if isinstance(key, str) else lc.item(key)
+                return f"{self.source}:{line + 1}:{col + 1}"
+            except (KeyError, IndexError, TypeError, AttributeError):
+                pass
+        return self.source
+
+    def _problem(self, parent: Any, key: Any, path: str, message: str) -> None:
+        self.problems.append(f"{self._where(parent, key)}: {path}: {message}")
+
+    # -- environment ----------------------------------------------------------------------------
+    def expand(self, value: str, parent: Any, key: Any, path: str) -> str:
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.env:
+                return self.env[name]
+            return default if default is not None else ""
+
+        return _VAR.sub(repl, value) if "${" in value else value
+
+    def apply_overrides(self, raw: Mapping[str, Any]) -> Any:
+        data: Any = raw
+        for name, value in sorted(self.env.items()):
+            if not name.startswith(_OVERRIDE_PREFIX):
+                continue
+            parts = [p.lower() for p in name[len(_OVERRIDE_PREFIX) :].split("__") if p]
+            if not parts:
+                continue
+            node = data
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), Mapping):
+                    node[part] = {}
+                node = node[part]
+            node[parts[-1]] = YAML(typ="safe").load(value) if value else ""
+        return data
+
+    # -- conversion -----------------------------------------------------------------------------
+    def build(self, tp: Any, value: Any, path: str, parent: Any, key: Any) -> Any:
+        label = path or "(top level)"
+        if isinstance(value, str):
+            value = self.expand(value, parent, key, label)
+        origin = get_origin(tp)
+        if origin in (typing.Union, types.UnionType):
+            options = [a for a in get_args(tp) if a is not type(None)]
+            if value is None:
+                return None
+            return self.build(options[0], value, path, parent, key)
+        if origin is Literal:
+            allowed = get_args(tp)
+            if value not in allowed:
+                hint = _suggest(str(value), [str(a) for a in allowed])
+                self._problem(
+                    parent, key, label,
+                    f"{value!r} is not accepted; expected one of {', '.join(map(repr, allowed))}{hint}",
+                )
+            return value
+        if dataclasses.is_dataclass(tp):
+            return self._build_dataclass(tp, value, path, parent, key)
+        if origin is list:
+            (item_tp,) = get_args(tp)
+            if not isinstance(value, list):
+                self._problem(parent, key, label, f"expected a list, got {_kind(value)}")
+                return []
+            return [self.build(item_tp, v, f"{path}[{i}]", value, i) for i, v in enumerate(value)]
+        if origin is dict:
+            _, val_tp = get_args(tp)
+            if not isinstance(value, Mapping):
+                self._problem(parent, key, label, f"expected a mapping, got {_kind(value)}")
+                return {}
+            return {str(k): self.build(val_tp, v, f"{path}.{k}", value, k) for k, v in value.items()}
+        return self._scalar(tp, value, label, parent, key)
+
+    def _scalar(self, tp: Any, value: Any, label: str, parent: Any, key: Any) -> Any:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            self._problem(parent, key, label, f"expected true or false, got {value!r}")
+            return False
+        if tp is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+                return int(value)
+            self._problem(parent, key, label, f"expected a whole number, got {value!r}")
+            return 0
+        if tp is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            self._problem(parent, key, label, f"expected a number, got {value!r}")
+            return 0.0
+        if tp is str:
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                return str(value)
+            self._problem(parent, key, label, f"expected a string, got {_kind(value)}")
+            return ""
+        raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - schema bug
+
+    def _build_dataclass(self, tp: Any, value: Any, path: str, parent: Any, key: Any) -> Any:
+        label = path or "(top level)"
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            self._problem(parent, key, label, f"expected a mapping of settings, got {_kind(value)}")
+            value = {}
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp) if not f.metadata.get("internal")}
+        kwargs: dict[str, Any] = {}
+        for name, item in value.items():
+            sub = f"{path}.{name}" if path else str(name)
+            if name not in fields:
+                hint = _suggest(str(name), list(fields))
+                self._problem(
+                    value, name, sub,
+                    f"unknown key{hint}; accepted here: {', '.join(fields)}",
+                )
+                continue
+            built = self.build(hints[name], item, sub, value, name)
+            meta = fields[name].metadata
+            if isinstance(built, (int, float)) and not isinstance(built, bool):
+                if "min" in meta and built < meta["min"]:
+                    self._problem(value, name, sub, f"must be at least {meta['min']}, got {built}")
+                if "max" in meta and built > meta["max"]:
+                    self._problem(value, name, sub, f"must be at most {meta['max']}, got {built}")
+            kwargs[name] = built
+        for name, f in fields.items():
+            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if name not in kwargs and no_default:
+                hint = ""
+                if name == "type":
+                    hint = f" (one of {', '.join(get_args(hints[name]))})"
+                self._problem(parent, key, label, f"missing required key '{name}'{hint}")
+                return None
+        return tp(**kwargs)
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"

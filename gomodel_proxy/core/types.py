@@ -1,0 +1,101 @@
+"""Typed payloads that cross layer boundaries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of one call, normalised across providers."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def from_openai(cls, usage: Any) -> Usage | None:
+        """Read OpenAI's ``usage`` object (chat or embeddings); ``None`` when absent or malformed."""
+        if not isinstance(usage, dict):
+            return None
+        prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+        completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+        prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+        completion_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+        cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+        reasoning = (
+            _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+        )
+        return cls(input_tokens=prompt, output_tokens=completion, cached_tokens=cached, reasoning_tokens=reasoning)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(slots=True, frozen=True)
+class ModelInfo:
+    """One model a provider serves, as listed by ``/v1/models``."""
+
+    id: str
+    provider: str
+    owned_by: str = ""
+    created: int = 0
+
+    @property
+    def qualified_id(self) -> str:
+        return f"{self.provider}/{self.id}"
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.qualified_id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": self.owned_by or self.provider,
+        }
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the gateway observed of one client request: the source of access logs, metrics and usage."""
+
+    request_id: str
+    endpoint: str
+    started: float = field(default_factory=time.perf_counter)
+    stream: bool = False
+    model_requested: str = ""
+    provider: str = ""
+    model: str = ""
+    status: int = 0
+    outcome: str = "ok"
+    usage: Usage | None = None
+    upstream_started: float = 0.0
+    upstream_answered_at: float = 0.0
+    first_byte_at: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def latency_s(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+    @property
+    def ttfb_s(self) -> float | None:
+        return self.first_byte_at - self.started if self.first_byte_at else None
+
+    @property
+    def overhead_s(self) -> float:
+        """Time spent in the gateway itself before answering, excluding the provider's wait."""
+        if not self.upstream_started:
+            end = self.first_byte_at or self.finished or time.perf_counter()
+            return end - self.started
+        provider_wait = self.upstream_answered_at - self.upstream_started if self.upstream_answered_at else 0.0
+        end = self.first_byte_at or self.finished or time.perf_counter()
+        return max(0.0, end - self.started - provider_wait)

@@ -1,0 +1,96 @@
+"""Prometheus metrics of the gateway.
+
+Labels are bounded: provider and model names come from configuration and the providers' model lists,
+never from raw client input (a request for an unknown model is counted under ``model=""``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from gomodel_proxy.core.types import CallRecord
+
+#: Buckets for request latency: LLM calls span milliseconds (cache, errors) to minutes (long streams).
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+#: Buckets for the gateway's own overhead: targets are well under a millisecond.
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+
+class Metrics:
+    """The collectors, registered in a registry of their own (one per app, so tests may build many)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gomodel_requests", "Requests answered, by provider, model, endpoint, status and stream.",
+            ["provider", "model", "endpoint", "status", "stream"], registry=r,
+        )
+        self.duration = Histogram(
+            "gomodel_request_duration_seconds", "Time from request to the last byte of the answer.",
+            ["provider", "endpoint", "stream"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.ttfb = Histogram(
+            "gomodel_time_to_first_byte_seconds", "Time from request to the first byte of the answer.",
+            ["provider", "endpoint", "stream"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.overhead = Histogram(
+            "gomodel_overhead_seconds", "Time spent in the gateway itself, excluding the provider.",
+            ["endpoint"], buckets=_OVERHEAD_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "gomodel_tokens", "Tokens used, by provider, model and kind (input, output, cached, reasoning).",
+            ["provider", "model", "kind"], registry=r,
+        )
+        self.in_flight = Gauge(
+            "gomodel_in_flight_requests", "Requests being answered now.", ["endpoint"], registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.provider_models = Gauge(
+            "gomodel_provider_models", "Models known per provider (0 while its list is unknown).",
+            ["provider"], registry=r, multiprocess_mode="max",
+        )
+        self.model_list_failures = Counter(
+            "gomodel_model_list_failures", "Failed fetches of a provider's model list.", ["provider"],
+            registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # prometheus_client's labels() takes a lock and builds a tuple each call; the gateway sees
+        # few distinct label sets, so their children are kept here.
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def in_flight_child(self, endpoint: str) -> Any:
+        return self._child(self.in_flight, endpoint)
+
+    def observe(self, call: CallRecord) -> None:
+        stream = "true" if call.stream else "false"
+        self._child(self.requests, call.provider, call.model, call.endpoint, str(call.status), stream).inc()
+        self._child(self.duration, call.provider, call.endpoint, stream).observe(call.latency_s)
+        ttfb = call.ttfb_s
+        if ttfb is not None:
+            self._child(self.ttfb, call.provider, call.endpoint, stream).observe(ttfb)
+        self._child(self.overhead, call.endpoint).observe(call.overhead_s)
+        usage = call.usage
+        if usage is not None:
+            for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens),
+                                ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
+                if value:
+                    self._child(self.tokens, call.provider, call.model, kind).inc(value)
+
+    def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Several worker processes: each writes its values to files, any of them renders them all.
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

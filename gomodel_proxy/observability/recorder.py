@@ -1,0 +1,40 @@
+"""The end of every request: one access line, the metrics, and the record kept for usage accounting."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.observability.metrics import Metrics
+
+
+class RequestRecorder:
+    """A ``UsageSink`` that logs, counts and keeps the latest records (the usage store reads them later)."""
+
+    def __init__(self, metrics: Metrics, logger: Any, keep: int = 10_000) -> None:
+        self.metrics = metrics
+        self.logger = logger
+        self.recent: deque[CallRecord] = deque(maxlen=keep)
+
+    def record(self, call: CallRecord) -> None:
+        self.recent.append(call)
+        self.metrics.observe(call)
+        usage = call.usage
+        ttfb = call.ttfb_s
+        self.logger.info(
+            "request",
+            request_id=call.request_id,
+            endpoint=call.endpoint,
+            model=call.model_requested or None,
+            provider=call.provider or None,
+            status=call.status,
+            outcome=call.outcome,
+            stream=call.stream,
+            latency_ms=round(call.latency_s * 1000, 3),
+            ttfb_ms=round(ttfb * 1000, 3) if ttfb is not None else None,
+            overhead_ms=round(call.overhead_s * 1000, 3),
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            usage_estimated=usage.estimated if usage else None,
+        )

@@ -1,0 +1,1 @@
+"""Provider adapters: one folder per provider, each implementing ``core.interfaces.Provider``."""

@@ -1,0 +1,1 @@
+"""Which provider answers a request: model resolution (aliases, failover and balancing come later)."""

@@ -1,0 +1,1 @@
+"""The HTTP layer: aiohttp in and out, moving bytes between clients and providers."""

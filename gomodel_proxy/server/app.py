@@ -1,0 +1,86 @@
+"""Builds the aiohttp application from a validated configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
+from gomodel_proxy.config.schema import Config
+from gomodel_proxy.core.interfaces import Provider
+from gomodel_proxy.observability.logging import get_logger
+from gomodel_proxy.observability.metrics import Metrics
+from gomodel_proxy.observability.recorder import RequestRecorder
+from gomodel_proxy.providers.registry import build_provider
+from gomodel_proxy.routing.model_registry import ModelRegistry
+from gomodel_proxy.server import routes_ops, routes_v1
+from gomodel_proxy.server.middlewares import edge_middleware, master_key_middleware
+from gomodel_proxy.server.state import STATE, GatewayState
+
+
+def build_providers(config: Config, logger: Any) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for name, pc in config.providers.items():
+        if PROVIDER_DEFAULTS[pc.type].needs_key and not (pc.api_key or pc.api_keys):
+            logger.warning(
+                "provider skipped: no API key", provider=name,
+                fix=f"set providers.{name}.api_key in {config.source} (or its environment variable)",
+            )
+            continue
+        providers[name] = build_provider(name, pc)
+    return providers
+
+
+def create_app(config: Config) -> web.Application:
+    logger = get_logger("gomodel_proxy")
+    metrics = Metrics()
+    providers = build_providers(config, logger)
+    registry = ModelRegistry(
+        providers,
+        cache_file=Path(config.cache.dir) / "models.json",
+        refresh_s=config.cache.model_refresh_s,
+        fetch_timeout_s=config.cache.model_fetch_timeout_s,
+        metrics=metrics,
+        logger=logger,
+    )
+    middlewares: list[Middleware] = [edge_middleware]
+    if config.server.master_key:
+        middlewares.append(master_key_middleware(config.server.master_key))
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=int(config.server.body_limit_mb * 1024 * 1024),
+    )
+    app[STATE] = GatewayState(
+        config=config, providers=providers, registry=registry, metrics=metrics,
+        recorder=RequestRecorder(metrics, logger), logger=logger,
+    )
+    routes_v1.add_routes(app)
+    routes_ops.add_routes(app)
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    return app
+
+
+async def _start(app: web.Application) -> None:
+    state = app[STATE]
+    if not state.config.server.master_key:
+        state.logger.warning(
+            "no master key set: the gateway is open to anyone who can reach it",
+            fix="set server.master_key or GOMODEL_MASTER_KEY",
+        )
+    if not state.providers:
+        state.logger.warning(
+            "no providers configured", fix=f"add one under 'providers' in {state.config.source} "
+            "or set OPENAI_API_KEY (GROQ_API_KEY, XAI_API_KEY, OPENROUTER_API_KEY)",
+        )
+    await state.registry.start()
+
+
+async def _stop(app: web.Application) -> None:
+    state = app[STATE]
+    await state.registry.stop()
+    for provider in state.providers.values():
+        await provider.close()

@@ -1,0 +1,121 @@
+"""The HTTP edge: request ids, errors in the client's shape, the master key. Each one small."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import re
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from gomodel_proxy.core.errors import (
+    AuthenticationError,
+    GatewayError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
+from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.server.state import CALL, STATE
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+#: Routes that are not requests for the gateway's service: no access line, no request metrics.
+_QUIET_PATHS = frozenset({"/health", "/healthz", "/live", "/ready", "/metrics"})
+#: Routes open without the master key, so probes and scrapers need no secret.
+OPEN_PATHS = _QUIET_PATHS
+
+
+def overhead_header(call: CallRecord) -> str:
+    return f"{call.overhead_s * 1000:.3f}"
+
+
+@web.middleware
+async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tags the request, renders every failure as OpenAI error JSON, and records the request."""
+    incoming = request.headers.get("X-Request-ID")
+    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(12).hex()
+    call = CallRecord(request_id=request_id, endpoint="other")
+    request[CALL] = call
+    response: web.StreamResponse | None = None
+    try:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            raise _from_http_exception(request, exc) from None
+        call.status = response.status
+    except GatewayError as exc:
+        call.status = exc.status
+        call.outcome = "error" if call.outcome == "ok" else call.outcome
+        response = error_response(exc, call)
+    except asyncio.CancelledError:
+        call.status, call.outcome = 499, "client_disconnected"
+        raise
+    except Exception:
+        state = request.app[STATE]
+        state.logger.exception("unhandled error", request_id=request_id, path=request.path)
+        call.status, call.outcome = 500, "error"
+        response = error_response(GatewayError("internal error in the gateway; see its logs"), call)
+    finally:
+        call.finished = time.perf_counter()
+        if request.path not in _QUIET_PATHS:
+            request.app[STATE].recorder.record(call)
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request_id
+    return response
+
+
+def error_response(exc: GatewayError, call: CallRecord) -> web.Response:
+    if not call.first_byte_at:
+        call.first_byte_at = time.perf_counter()
+    headers = {"X-Request-ID": call.request_id, "X-GoModel-Overhead-Ms": overhead_header(call), **exc.headers}
+    return web.Response(status=exc.status, body=exc.to_json(), content_type="application/json", headers=headers)
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> GatewayError:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        limit = request.app[STATE].config.server.body_limit_mb
+        return PayloadTooLargeError(f"The request body is larger than the gateway accepts ({limit:g} MiB).")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return MethodNotAllowedError(
+            f"Method {request.method} is not allowed on {request.path}; allowed: {allowed}.",
+            headers={"Allow": allowed},
+        )
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFoundError(
+            f"No route for {request.method} {request.path}. The gateway serves the OpenAI API under /v1 "
+            "(e.g. POST /v1/chat/completions, GET /v1/models)."
+        )
+    return GatewayError(exc.text or exc.reason, status=exc.status)
+
+
+def master_key_middleware(master_key: str) -> Middleware:
+    """Every route but the open ones needs the master key (Bearer or x-api-key); compared in constant time."""
+    expected = master_key.encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            presented = _presented_key(request)
+            if presented is None:
+                raise AuthenticationError(
+                    "Missing API key: send the gateway key as 'Authorization: Bearer <key>' or 'x-api-key'."
+                )
+            if not hmac.compare_digest(presented.encode(), expected):
+                raise AuthenticationError("Invalid API key for this gateway.")
+        return await handler(request)
+
+    return check
+
+
+def _presented_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None

@@ -1,0 +1,142 @@
+"""Moving a provider's answer to the client: streams chunk by chunk as they arrive, bodies whole.
+
+The client's request is never held up by anything but the provider: no response is buffered whole
+before the first byte goes out, and a client that goes away stops the provider's request at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gomodel_proxy.core.errors import GatewayError, UpstreamConnectionError
+from gomodel_proxy.core.interfaces import UpstreamResponse
+from gomodel_proxy.core.types import CallRecord, Usage
+from gomodel_proxy.server.middlewares import overhead_header
+from gomodel_proxy.wire.openai_chat_stream import ChatStreamTap
+from gomodel_proxy.wire.openai_json import extract_usage, normalize_error_body
+
+#: Provider response headers that help a client and reveal nothing of the gateway's credentials.
+_PASSED_HEADERS = ("retry-after", "retry-after-ms")
+_PASSED_PREFIXES = ("x-ratelimit-",)
+
+
+def passed_headers(upstream: UpstreamResponse) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in upstream.headers.items():
+        lower = name.lower()
+        if lower in _PASSED_HEADERS or lower.startswith(_PASSED_PREFIXES):
+            out[name] = value
+    return out
+
+
+def is_event_stream(upstream: UpstreamResponse) -> bool:
+    return upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+async def relay_body(
+    upstream: UpstreamResponse, call: CallRecord, *, provider: str, usage_in_body: bool = True
+) -> web.Response:
+    """Read a (small) JSON answer whole and pass it on; errors in OpenAI's shape, usage observed."""
+    try:
+        raw = await upstream.read()
+    finally:
+        upstream.release()
+    call.upstream_answered_at = time.perf_counter()
+    status = upstream.status
+    if status >= 400:
+        raw = normalize_error_body(raw, status, provider)
+        call.outcome = "upstream_error"
+        content_type = "application/json"
+    else:
+        if usage_in_body:
+            call.usage = extract_usage(raw)
+        content_type = upstream.headers.get("Content-Type", "application/json")
+    call.first_byte_at = time.perf_counter()
+    headers = passed_headers(upstream)
+    headers["Content-Type"] = content_type
+    headers["X-Request-ID"] = call.request_id
+    headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
+    return web.Response(status=status, body=raw, headers=headers)
+
+
+async def relay_chat_stream(
+    request: web.Request,
+    upstream: UpstreamResponse,
+    call: CallRecord,
+    tap: ChatStreamTap,
+    *,
+    prompt_bytes: int,
+) -> web.StreamResponse:
+    """Pipe an SSE answer to the client as it arrives; read usage on the way; end errors as errors."""
+    headers = passed_headers(upstream)
+    headers.update({
+        "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        "X-Request-ID": call.request_id,
+    })
+    response = web.StreamResponse(status=upstream.status, headers=headers)
+    try:
+        call.first_byte_at = time.perf_counter()
+        response.headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
+        await response.prepare(request)
+        async for chunk in upstream.chunks():
+            out = tap.feed(chunk)
+            if out:
+                await response.write(out)
+        rest = tap.finish()
+        if rest:
+            await response.write(rest)
+        if tap.error is not None:
+            call.outcome = "upstream_error"
+        elif not tap.complete:
+            call.outcome = "upstream_error"
+            await response.write(error_event(UpstreamConnectionError(
+                f"provider '{call.provider}' ended the stream before it was complete", code="stream_truncated"
+            )))
+        await response.write_eof()
+    except GatewayError as exc:
+        # The status line is gone; the failure becomes the stream's last event, never a fake end.
+        call.outcome = "upstream_error"
+        await _write_quietly(response, error_event(exc))
+    except (ConnectionResetError, asyncio.CancelledError) as exc:
+        call.outcome, call.status = "client_disconnected", 499
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+    finally:
+        upstream.release()
+        call.usage = tap.usage or _estimate(tap, prompt_bytes)
+    return response
+
+
+def error_event(exc: GatewayError) -> bytes:
+    return b"data: " + orjson.dumps(exc.to_dict()) + b"\n\n"
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
+
+
+def _estimate(tap: ChatStreamTap, prompt_bytes: int) -> Usage:
+    """Usage when the provider's figures never came (the stream was cut): one token per content
+    event (providers emit about one token per chunk) and about four bytes per prompt token."""
+    return Usage(input_tokens=max(1, prompt_bytes // 4), output_tokens=tap.content_events, estimated=True)
+
+
+def json_response(payload: Any, call: CallRecord, status: int = 200) -> web.Response:
+    call.first_byte_at = time.perf_counter()
+    return web.Response(
+        status=status,
+        body=orjson.dumps(payload),
+        content_type="application/json",
+        headers={"X-GoModel-Overhead-Ms": overhead_header(call)},
+    )

@@ -1,0 +1,117 @@
+"""The unified OpenAI API: ``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gomodel_proxy.core.errors import InvalidRequestError, ModelNotFoundError
+from gomodel_proxy.core.interfaces import Provider
+from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.server.relay import is_event_stream, json_response, relay_body, relay_chat_stream
+from gomodel_proxy.server.state import STATE, call_of
+from gomodel_proxy.wire.openai_chat_stream import ChatStreamTap
+
+
+async def read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
+    """The request body as a JSON object (the one parse of the request), and its size."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidRequestError("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return body, len(raw)
+
+
+def _resolve(request: web.Request, body: dict[str, Any], call: CallRecord) -> Provider:
+    model = body.get("model")
+    if model is None or model == "":
+        raise InvalidRequestError("You must provide a model parameter.", param="model", code="missing_model")
+    if not isinstance(model, str):
+        raise InvalidRequestError("'model' must be a string.", param="model")
+    provider, upstream_model = request.app[STATE].registry.resolve(model)
+    call.model_requested = model
+    call.provider = provider.name
+    call.model = upstream_model
+    body["model"] = upstream_model
+    return provider
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    call = call_of(request)
+    call.endpoint = "chat.completions"
+    body, size = await read_json_object(request)
+    provider = _resolve(request, body, call)
+    stream = body.get("stream") is True
+    call.stream = stream
+    strip_usage = False
+    if stream and provider.injects_stream_usage:
+        options = body.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            # Ask for usage to account the call; the tap removes it again before the client sees it.
+            body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) \
+                else {"include_usage": True}
+            strip_usage = True
+    in_flight = request.app[STATE].metrics.in_flight_child(call.endpoint)
+    in_flight.inc()
+    try:
+        call.upstream_started = time.perf_counter()
+        upstream = await provider.chat_completions(body, stream=stream)
+        call.upstream_answered_at = time.perf_counter()
+        if stream and upstream.status == 200 and is_event_stream(upstream):
+            return await relay_chat_stream(
+                request, upstream, call, ChatStreamTap(strip_usage=strip_usage), prompt_bytes=size
+            )
+        return await relay_body(upstream, call, provider=provider.name)
+    finally:
+        in_flight.dec()
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    call = call_of(request)
+    call.endpoint = "embeddings"
+    body, _ = await read_json_object(request)
+    provider = _resolve(request, body, call)
+    in_flight = request.app[STATE].metrics.in_flight_child(call.endpoint)
+    in_flight.inc()
+    try:
+        call.upstream_started = time.perf_counter()
+        upstream = await provider.embeddings(body)
+        call.upstream_answered_at = time.perf_counter()
+        return await relay_body(upstream, call, provider=provider.name)
+    finally:
+        in_flight.dec()
+
+
+async def list_models(request: web.Request) -> web.StreamResponse:
+    call = call_of(request)
+    call.endpoint = "models"
+    models = request.app[STATE].registry.models()
+    return json_response({"object": "list", "data": [m.to_openai() for m in models]}, call)
+
+
+async def get_model(request: web.Request) -> web.StreamResponse:
+    call = call_of(request)
+    call.endpoint = "models"
+    model_id = request.match_info["model_id"]
+    info = request.app[STATE].registry.find(model_id)
+    if info is None:
+        raise ModelNotFoundError(
+            f"The model '{model_id}' does not exist. List the available models with GET /v1/models.",
+            param="model",
+        )
+    return json_response(info.to_openai(), call)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id:.+}", get_model)

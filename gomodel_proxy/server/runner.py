@@ -1,0 +1,100 @@
+"""Running the gateway: one process on uvloop, or N worker processes sharing the port (SO_REUSEPORT).
+
+Shutdown is graceful on SIGTERM and SIGINT: the listening socket closes at once, requests and streams
+in flight get ``server.shutdown_grace_s`` to finish, then whatever remains is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+import time
+from typing import Any
+
+import uvloop
+from aiohttp import web
+
+from gomodel_proxy.config.schema import Config
+from gomodel_proxy.observability.logging import configure_logging, get_logger
+from gomodel_proxy.server.app import create_app
+from gomodel_proxy.server.state import STATE
+
+#: Pending connections the kernel queues per listener; a burst of agent requests should not be refused.
+_BACKLOG = 2048
+
+
+async def serve(config: Config, *, host: str, port: int, reuse_port: bool = False,
+                started: float | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    log = get_logger("gomodel_proxy")
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,  # the gateway writes its own access line, with usage and timings
+        handler_cancellation=True,  # a client that goes away cancels its upstream request at once
+        shutdown_timeout=config.server.shutdown_grace_s,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=_BACKLOG)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "listening", host=host, port=port, pid=os.getpid(), providers=sorted(app[STATE].providers),
+        startup_ms=round((time.perf_counter() - started) * 1000, 1) if started else None,
+    )
+    await stop.wait()
+    log.info("shutting down", grace_s=config.server.shutdown_grace_s, pid=os.getpid())
+    await runner.cleanup()
+    log.info("stopped", pid=os.getpid())
+
+
+def run(config: Config, *, host: str, port: int, workers: int, started: float | None = None) -> None:
+    configure_logging(config.server.log_level, config.server.log_format)
+    if workers <= 1:
+        uvloop.run(serve(config, host=host, port=port, started=started))
+        return
+    _run_workers(config, host=host, port=port, workers=workers)
+
+
+def _worker_main(config: Config, host: str, port: int) -> None:
+    configure_logging(config.server.log_level, config.server.log_format)
+    uvloop.run(serve(config, host=host, port=port, reuse_port=True))
+
+
+def _run_workers(config: Config, *, host: str, port: int, workers: int) -> None:
+    """Start ``workers`` processes that each bind the port with SO_REUSEPORT; forward signals to them."""
+    if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover - not on Linux
+        raise SystemExit("--workers needs SO_REUSEPORT, which this system lacks; run one process per port")
+    log = get_logger("gomodel_proxy")
+    # Metrics from every worker are merged through files, so that any worker can answer /metrics.
+    metrics_dir = tempfile.mkdtemp(prefix="gomodel-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[Any] = [
+        ctx.Process(target=_worker_main, args=(config, host, port), name=f"gomodel-worker-{i}")
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    log.info("workers started", workers=workers, pids=[p.pid for p in procs])
+
+    def forward(signum: int, _: Any) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in procs:
+        p.join()
+    codes = [p.exitcode for p in procs]
+    if any(codes):
+        raise SystemExit(f"a worker exited with an error: exit codes {codes}")

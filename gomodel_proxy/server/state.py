@@ -1,0 +1,35 @@
+"""What the handlers share, stored on the aiohttp application under typed keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gomodel_proxy.config.schema import Config
+from gomodel_proxy.core.interfaces import Provider
+from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.observability.metrics import Metrics
+from gomodel_proxy.observability.recorder import RequestRecorder
+from gomodel_proxy.routing.model_registry import ModelRegistry
+
+
+@dataclass(slots=True)
+class GatewayState:
+    config: Config
+    providers: dict[str, Provider]
+    registry: ModelRegistry
+    metrics: Metrics
+    recorder: RequestRecorder
+    logger: Any
+
+
+STATE: web.AppKey[GatewayState] = web.AppKey("gomodel_state", GatewayState)
+#: The record of the request being answered, put on the request by the edge middleware.
+CALL = "gomodel_call"
+
+
+def call_of(request: web.Request) -> CallRecord:
+    call: CallRecord = request[CALL]
+    return call

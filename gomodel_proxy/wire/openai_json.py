@@ -1,0 +1,69 @@
+"""What the gateway needs from OpenAI-shaped JSON bodies, read as cheaply as possible."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from gomodel_proxy.core.errors import error_type_for_status
+from gomodel_proxy.core.types import Usage
+
+_USAGE_KEY = b'"usage"'
+# The stdlib's C scanner parses one value at an offset and stops there, which orjson cannot do; it
+# lets the gateway read the trailing ``usage`` object without parsing the whole answer.
+_DECODER = json.JSONDecoder()
+
+
+def extract_usage(body: bytes) -> Usage | None:
+    """The ``usage`` of a chat-completion or embeddings body; ``None`` when it has none.
+
+    OpenAI writes ``usage`` last (followed only by a few short members), and ``"usage"`` followed by
+    ``:`` cannot occur inside a JSON string (its quotes would be escaped), so the last occurrence of
+    the key is the one to read.
+    """
+    pos = body.rfind(_USAGE_KEY)
+    if pos < 0:
+        return None
+    tail = body[pos + len(_USAGE_KEY) :].decode("utf-8", "replace").lstrip()
+    if not tail.startswith(":"):
+        return None
+    try:
+        value, _ = _DECODER.raw_decode(tail[1:].lstrip())
+    except ValueError:
+        return None
+    return Usage.from_openai(value)
+
+
+def normalize_error_body(body: bytes, status: int, provider: str) -> bytes:
+    """An upstream error body in OpenAI's shape: kept as it is when it already is, wrapped when not."""
+    parsed: Any = None
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return body
+        if isinstance(error, str):
+            message = error
+        elif isinstance(parsed.get("message"), str):
+            message = parsed["message"]
+        else:
+            message = body.decode("utf-8", "replace")
+    else:
+        message = body.decode("utf-8", "replace").strip()
+    if not message:
+        message = f"provider '{provider}' answered HTTP {status} with an empty body"
+    return orjson.dumps(
+        {
+            "error": {
+                "message": message[:2000],
+                "type": error_type_for_status(status),
+                "param": None,
+                "code": None,
+            }
+        }
+    )
