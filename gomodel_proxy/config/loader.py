@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import types
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
 from gomodel_proxy.config.schema import RESERVED_NAMES, Config, ProviderConfig
@@ -47,75 +49,112 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
             raise ConfigError(
                 [f"{source}: file not found; pass --config PATH, set GOMODEL_CONFIG, or create it"]
             )
+        data = file.read_bytes()
         try:
-            raw = YAML(typ="rt").load(file.read_text(encoding="utf-8")) or {}
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            column = exc.start - data.rfind(b"\n", 0, exc.start)
+            raise ConfigError([f"{source}:{line}:{column}: not UTF-8 text; save the file as UTF-8"]) from None
+        try:
+            raw = YAML(typ="rt").load(text) or {}
         except MarkedYAMLError as exc:
             mark = exc.problem_mark
             where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-            raise ConfigError([f"{where}: not valid YAML: {exc.problem}"]) from None
+            raise ConfigError([f"{where}: not valid YAML: {exc.problem or exc.context}"]) from None
+        except ReaderError as exc:
+            line = text.count("\n", 0, exc.position) + 1
+            column = exc.position - text.rfind("\n", 0, exc.position)
+            raise ConfigError(
+                [f"{source}:{line}:{column}: not valid YAML: {exc.reason}; remove the control character"]
+            ) from None
     builder = _Builder(source, environ)
     if not isinstance(raw, Mapping):
         raise ConfigError([f"{source}: the top level must be a mapping of sections (server, providers, ...)"])
     raw = builder.apply_overrides(raw)
     config = builder.build(Config, raw, "", raw, None)
-    if builder.problems:
-        raise ConfigError(builder.problems)
     assert isinstance(config, Config)
     config.source = source
-    _register_env_providers(config, environ)
-    problems = _check_semantics(config, source)
+    from_env = _register_env_providers(config, environ)
+    # Schema and semantic problems are reported together, so that one edit fixes them all.
+    problems = builder.problems + _check_semantics(config, builder, raw, from_env)
     if problems:
         raise ConfigError(problems)
     return config
 
 
-def _register_env_providers(config: Config, env: Mapping[str, str]) -> None:
-    """Add a provider for each known ``<TYPE>_API_KEY`` set in the environment and absent from the file."""
+def _register_env_providers(config: Config, env: Mapping[str, str]) -> dict[str, str]:
+    """Add a provider for each known ``<TYPE>_API_KEY`` set in the environment and absent from the file.
+
+    Returns, per provider added, the environment variable its ``base_url`` came from (for messages).
+    """
+    added: dict[str, str] = {}
     for kind, defaults in PROVIDER_DEFAULTS.items():
         if defaults.env_key is None or kind in config.providers:
             continue
         key = env.get(defaults.env_key, "").strip()
         if key:
-            base = env.get(f"{kind.upper()}_BASE_URL", "").strip() or defaults.base_url
+            base_var = f"{kind.upper()}_BASE_URL"
+            base = env.get(base_var, "").strip() or defaults.base_url
             config.providers[kind] = ProviderConfig(type=kind, base_url=base, api_key=key)  # type: ignore[arg-type]
+            added[kind] = f"environment {base_var if env.get(base_var, '').strip() else defaults.env_key}"
     if env.get("GOMODEL_MASTER_KEY") and not config.server.master_key:
         config.server.master_key = env["GOMODEL_MASTER_KEY"]
+    return added
 
 
-def _check_semantics(config: Config, source: str) -> list[str]:
+def _check_semantics(config: Config, builder: _Builder, raw: Mapping[str, Any], from_env: dict[str, str]) -> list[str]:
     problems: list[str] = []
+    nodes = raw.get("providers")
     for name, provider in config.providers.items():
-        where = f"{source}: providers.{name}"
+        if provider is None:  # its schema problem (a missing 'type') is reported already
+            continue
+        where = functools.partial(_provider_where, builder, nodes, name, from_env.get(name))
         if name in RESERVED_NAMES:
             problems.append(
-                f"{where}: '{name}' is reserved for the gateway's own routes "
+                f"{where(None)}: '{name}' is reserved for the gateway's own routes "
                 f"({', '.join(sorted(RESERVED_NAMES))}); rename the provider"
             )
         elif not _PROVIDER_NAME.match(name):
             problems.append(
-                f"{where}: provider names are lower-case letters, digits, '-' and '_' "
+                f"{where(None)}: provider names are lower-case letters, digits, '-' and '_' "
                 "(they appear in model ids such as 'openai/gpt-4o-mini'); rename it"
             )
-        defaults = PROVIDER_DEFAULTS[provider.type]
+        defaults = PROVIDER_DEFAULTS.get(provider.type)
+        if defaults is None:  # a bad 'type', reported already
+            continue
         if not provider.base_url:
             provider.base_url = defaults.base_url
         if provider.type == "mock":
             if provider.base_url:
-                problems.append(f"{where}.base_url: a mock provider has no upstream; remove base_url")
+                problems.append(f"{where('base_url')}: a mock provider has no upstream; remove base_url")
             continue
         if provider.mock is not None:
-            problems.append(f"{where}.mock: only a provider of type 'mock' takes mock settings; remove it")
+            problems.append(f"{where('mock')}: only a provider of type 'mock' takes mock settings; remove it")
+        if f"providers.{name}.base_url" in builder.bad_paths:
+            continue
         if not provider.base_url:
             problems.append(
-                f"{where}.base_url: required for type '{provider.type}'; "
+                f"{where('base_url')}: required for type '{provider.type}'; "
                 "set it to the server's OpenAI-compatible root, e.g. http://127.0.0.1:8000/v1"
             )
         elif not re.match(r"^https?://[^/\s]+", provider.base_url):
             problems.append(
-                f"{where}.base_url: '{provider.base_url}' is not an http(s) URL; "
+                f"{where('base_url')}: '{provider.base_url}' is not an http(s) URL; "
                 "write it as https://host[:port]/path"
             )
     return problems
+
+
+def _provider_where(builder: _Builder, nodes: Any, name: str, env_origin: str | None, key: str | None) -> str:
+    """Where provider ``name``'s ``key`` (or the provider itself) was set, and its dotted path."""
+    path = f"providers.{name}" + (f".{key}" if key else "")
+    if env_origin is not None:
+        return f"{env_origin}: {path}"
+    node = nodes.get(name) if isinstance(nodes, Mapping) else None
+    if key is not None and isinstance(node, Mapping) and key in node:
+        return f"{builder.where(node, key, path)}: {path}"
+    return f"{builder.where(nodes, name, path)}: {path}"
 
 
 class _Builder:
@@ -125,9 +164,20 @@ class _Builder:
         self.source = source
         self.env = env
         self.problems: list[str] = []
+        #: Dotted paths that have a problem reported already.
+        self.bad_paths: set[str] = set()
+        #: Dotted paths set by a ``GOMODEL__...`` variable, and that variable's name.
+        self.overridden: dict[str, str] = {}
+        #: Set while building a secret field: its value never appears in a message.
+        self._secret = False
 
     # -- positions and messages -----------------------------------------------------------------
-    def _where(self, parent: Any, key: Any) -> str:
+    def where(self, parent: Any, key: Any, path: str = "") -> str:
+        parts = path.split(".")
+        for n in range(len(parts), 0, -1):
+            var = self.overridden.get(".".join(parts[:n]))
+            if var is not None:
+                return f"environment {var}"
         lc = getattr(parent, "lc", None)
         if lc is not None:
             try:
@@ -138,7 +188,13 @@ class _Builder:
         return self.source
 
     def _problem(self, parent: Any, key: Any, path: str, message: str) -> None:
-        self.problems.append(f"{self._where(parent, key)}: {path}: {message}")
+        self.bad_paths.add(path)
+        self.problems.append(f"{self.where(parent, key, path)}: {path}: {message}")
+
+    def _kind(self, value: Any) -> str:
+        if self._secret and not (value is None or isinstance(value, (Mapping, list))):
+            return f"{type(value).__name__} (not shown: the key holds a secret)"
+        return _kind(value)
 
     # -- environment ----------------------------------------------------------------------------
     def expand(self, value: str, parent: Any, key: Any, path: str) -> str:
@@ -163,7 +219,8 @@ class _Builder:
                 if not isinstance(node.get(part), Mapping):
                     node[part] = {}
                 node = node[part]
-            node[parts[-1]] = YAML(typ="safe").load(value) if value else ""
+            node[parts[-1]] = _override_value(value)
+            self.overridden[".".join(parts)] = name
         return data
 
     # -- conversion -----------------------------------------------------------------------------
@@ -191,13 +248,13 @@ class _Builder:
         if origin is list:
             (item_tp,) = get_args(tp)
             if not isinstance(value, list):
-                self._problem(parent, key, label, f"expected a list, got {_kind(value)}")
+                self._problem(parent, key, label, f"expected a list, got {self._kind(value)}")
                 return []
             return [self.build(item_tp, v, f"{path}[{i}]", value, i) for i, v in enumerate(value)]
         if origin is dict:
             _, val_tp = get_args(tp)
             if not isinstance(value, Mapping):
-                self._problem(parent, key, label, f"expected a mapping, got {_kind(value)}")
+                self._problem(parent, key, label, f"expected a mapping, got {self._kind(value)}")
                 return {}
             return {str(k): self.build(val_tp, v, f"{path}.{k}", value, k) for k, v in value.items()}
         return self._scalar(tp, value, label, parent, key)
@@ -230,7 +287,7 @@ class _Builder:
         if tp is str:
             if isinstance(value, (str, int, float)) and not isinstance(value, bool):
                 return str(value)
-            self._problem(parent, key, label, f"expected a string, got {_kind(value)}")
+            self._problem(parent, key, label, f"expected a string, got {self._kind(value)}")
             return ""
         raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - schema bug
 
@@ -239,7 +296,7 @@ class _Builder:
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
-            self._problem(parent, key, label, f"expected a mapping of settings, got {_kind(value)}")
+            self._problem(parent, key, label, f"expected a mapping of settings, got {self._kind(value)}")
             value = {}
         hints = typing.get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp) if not f.metadata.get("internal")}
@@ -253,9 +310,13 @@ class _Builder:
                     f"unknown key{hint}; accepted here: {', '.join(fields)}",
                 )
                 continue
-            built = self.build(hints[name], item, sub, value, name)
             meta = fields[name].metadata
-            if isinstance(built, (int, float)) and not isinstance(built, bool):
+            self._secret = bool(meta.get("secret"))
+            try:
+                built = self.build(hints[name], item, sub, value, name)
+            finally:
+                self._secret = False
+            if isinstance(built, (int, float)) and not isinstance(built, bool) and sub not in self.bad_paths:
                 if "min" in meta and built < meta["min"]:
                     self._problem(value, name, sub, f"must be at least {meta['min']}, got {built}")
                 if "max" in meta and built > meta["max"]:
@@ -264,12 +325,24 @@ class _Builder:
         for name, f in fields.items():
             no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if name not in kwargs and no_default:
+                if label in self.bad_paths:  # not a mapping at all: reported already
+                    return None
                 hint = ""
                 if name == "type":
                     hint = f" (one of {', '.join(get_args(hints[name]))})"
                 self._problem(parent, key, label, f"missing required key '{name}'{hint}")
                 return None
         return tp(**kwargs)
+
+
+def _override_value(value: str) -> Any:
+    """A ``GOMODEL__...`` value read as YAML (numbers, booleans, lists); as the plain string when it is not YAML."""
+    if not value:
+        return ""
+    try:
+        return YAML(typ="safe").load(value)
+    except YAMLError:
+        return value
 
 
 def _suggest(word: str, options: list[str]) -> str:

@@ -96,6 +96,7 @@ class CallRecord:
         if not self.upstream_started:
             end = self.first_byte_at or self.finished or time.perf_counter()
             return end - self.started
-        provider_wait = self.upstream_answered_at - self.upstream_started if self.upstream_answered_at else 0.0
         end = self.first_byte_at or self.finished or time.perf_counter()
+        # A provider that never answered (refused, timed out) was waited on until the gateway answered.
+        provider_wait = (self.upstream_answered_at or end) - self.upstream_started
         return max(0.0, end - self.started - provider_wait)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
 import orjson
@@ -34,13 +34,30 @@ def _scrub(text: str) -> str:
     return _SECRET_TEXT.sub(repl, text)
 
 
+def _redact(value: Any) -> Any:
+    """``value`` with secret fields blanked and secret-looking text scrubbed, at any depth."""
+    if isinstance(value, str):
+        return _scrub(value) if len(value) > 8 else value
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if isinstance(k, str) and k.lower() in SECRET_FIELDS and v else _redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_redact(v) for v in value]
+    return value
+
+
 def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Processor: blank secret fields and scrub secret-looking text in every string value."""
+    """Processor: blank secret fields and scrub secret-looking text in every string value.
+
+    Nested values (a dict of headers, a list of keys) are redacted too: the renderers print them whole.
+    """
     for name, value in event.items():
         if name.lower() in SECRET_FIELDS and value:
             event[name] = REDACTED
-        elif isinstance(value, str) and len(value) > 8:
-            event[name] = _scrub(value)
+        elif isinstance(value, (str, Mapping, list, tuple, set, frozenset)):
+            event[name] = _redact(value)
     return event
 
 
@@ -66,8 +83,9 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
+            # After format_exc_info, so that secrets in exception messages and tracebacks are scrubbed too.
             structlog.processors.format_exc_info,
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ def create_app(config: Config) -> web.Application:
     routes_v1.add_routes(app)
     routes_ops.add_routes(app)
     app.on_startup.append(_start)
+    app.on_shutdown.append(_begin_shutdown)
     app.on_cleanup.append(_stop)
     return app
 
@@ -77,6 +79,18 @@ async def _start(app: web.Application) -> None:
             "or set OPENAI_API_KEY (GROQ_API_KEY, XAI_API_KEY, OPENROUTER_API_KEY)",
         )
     await state.registry.start()
+
+
+async def _begin_shutdown(app: web.Application) -> None:
+    """Streams get the grace period to finish; then each is ended with an error event, not cut silently."""
+    state = app[STATE]
+    state.shutting_down = True
+
+    def end_streams() -> None:
+        for task in list(state.streams):
+            task.cancel("gateway shutdown")
+
+    asyncio.get_running_loop().call_later(state.config.server.shutdown_grace_s, end_streams)
 
 
 async def _stop(app: web.Application) -> None:

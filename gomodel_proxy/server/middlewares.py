@@ -51,7 +51,10 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         call.outcome = "error" if call.outcome == "ok" else call.outcome
         response = error_response(exc, call)
     except asyncio.CancelledError:
-        call.status, call.outcome = 499, "client_disconnected"
+        if request.app[STATE].shutting_down:
+            call.status, call.outcome = 503, "cut_at_shutdown"
+        else:
+            call.status, call.outcome = 499, "client_disconnected"
         raise
     except Exception:
         state = request.app[STATE]
@@ -64,6 +67,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             request.app[STATE].recorder.record(call)
     if not response.prepared:
         response.headers["X-Request-ID"] = request_id
+        if "X-GoModel-Overhead-Ms" not in response.headers:  # operational routes: all of it is overhead
+            response.headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
     return response
 
 

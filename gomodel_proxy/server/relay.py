@@ -7,22 +7,28 @@ before the first byte goes out, and a client that goes away stops the provider's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from gomodel_proxy.core.errors import GatewayError, UpstreamConnectionError
+from gomodel_proxy.core.errors import GatewayError, ServiceUnavailableError, UpstreamConnectionError
 from gomodel_proxy.core.interfaces import UpstreamResponse
 from gomodel_proxy.core.types import CallRecord, Usage
 from gomodel_proxy.server.middlewares import overhead_header
+from gomodel_proxy.server.state import STATE
 from gomodel_proxy.wire.openai_chat_stream import ChatStreamTap
 from gomodel_proxy.wire.openai_json import extract_usage, normalize_error_body
 
 #: Provider response headers that help a client and reveal nothing of the gateway's credentials.
 _PASSED_HEADERS = ("retry-after", "retry-after-ms")
 _PASSED_PREFIXES = ("x-ratelimit-",)
+_SHUTDOWN = ServiceUnavailableError(
+    "The gateway is shutting down and its grace period ended before this stream did; retry the request.",
+    code="shutting_down",
+)
 
 
 def passed_headers(upstream: UpstreamResponse) -> dict[str, str]:
@@ -81,6 +87,10 @@ async def relay_chat_stream(
         "X-Request-ID": call.request_id,
     })
     response = web.StreamResponse(status=upstream.status, headers=headers)
+    state = request.app[STATE]
+    task = asyncio.current_task()
+    if task is not None:
+        state.streams.add(task)
     try:
         call.first_byte_at = time.perf_counter()
         response.headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
@@ -104,11 +114,17 @@ async def relay_chat_stream(
         # The status line is gone; the failure becomes the stream's last event, never a fake end.
         call.outcome = "upstream_error"
         await _write_quietly(response, error_event(exc))
-    except (ConnectionResetError, asyncio.CancelledError) as exc:
+    except ConnectionResetError:
         call.outcome, call.status = "client_disconnected", 499
-        if isinstance(exc, asyncio.CancelledError):
-            raise
+    except asyncio.CancelledError:
+        if state.shutting_down:
+            # The grace period is over: say so, so that the client does not take the cut for an end.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(response.write(error_event(_SHUTDOWN)), 0.1)
+        raise
     finally:
+        if task is not None:
+            state.streams.discard(task)
         upstream.release()
         call.usage = tap.usage or _estimate(tap, prompt_bytes)
     return response

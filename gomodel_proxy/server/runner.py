@@ -37,7 +37,9 @@ async def serve(config: Config, *, host: str, port: int, reuse_port: bool = Fals
         handle_signals=False,
         access_log=None,  # the gateway writes its own access line, with usage and timings
         handler_cancellation=True,  # a client that goes away cancels its upstream request at once
-        shutdown_timeout=config.server.shutdown_grace_s,
+        # The app ends streams itself when the grace period is over (with an error event); aiohttp
+        # waits a little longer so that those last events are written before connections close.
+        shutdown_timeout=config.server.shutdown_grace_s + 1.0,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=_BACKLOG)
@@ -86,7 +88,10 @@ def _run_workers(config: Config, *, host: str, port: int, workers: int) -> None:
         p.start()
     log.info("workers started", workers=workers, pids=[p.pid for p in procs])
 
+    forwarded: set[int] = set()
+
     def forward(signum: int, _: Any) -> None:
+        forwarded.add(signum)
         for p in procs:
             if p.is_alive() and p.pid is not None:
                 os.kill(p.pid, signum)
@@ -96,5 +101,6 @@ def _run_workers(config: Config, *, host: str, port: int, workers: int) -> None:
     for p in procs:
         p.join()
     codes = [p.exitcode for p in procs]
-    if any(codes):
+    # A worker still starting when the signal came dies of it; that is a clean stop too.
+    if any(code and -code not in forwarded for code in codes):
         raise SystemExit(f"a worker exited with an error: exit codes {codes}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,10 @@ class GatewayState:
     metrics: Metrics
     recorder: RequestRecorder
     logger: Any
+    #: Set when shutdown begins: requests cut after the grace period are told so, and logged as such.
+    shutting_down: bool = False
+    #: Tasks relaying a stream now; those still running when the grace period ends are cancelled.
+    streams: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 STATE: web.AppKey[GatewayState] = web.AppKey("gomodel_state", GatewayState)

@@ -17,7 +17,6 @@ from gomodel_proxy.wire.sse import SSEFramer, parse_event
 
 _USAGE_KEY = b'"usage"'
 _USAGE_NULL = b',"usage":null'
-_EMPTY_CHOICES = b'"choices":[]'
 _ERROR_KEY = b'"error"'
 _DONE = b"[DONE]"
 _FINISHED = b'"finish_reason":"'
@@ -61,11 +60,18 @@ class ChatStreamTap:
         return self.saw_done or self.saw_finish or self.error is not None
 
     def finish(self) -> bytes:
-        """Bytes left over at the end of the stream (a partial event): forwarded as they are."""
+        """Bytes left over at the end of the stream (a partial event), to forward like a whole one.
+
+        In pass-through mode they were forwarded already by ``feed``; in strip mode the same removals
+        apply as to a whole event.
+        """
         rest = self._framer.flush()
-        if rest:
-            self._observe(rest)
-        return rest if self.strip_usage else b""
+        if not rest:
+            return b""
+        drop = self._observe(rest)
+        if not self.strip_usage or drop:
+            return b""
+        return rest.replace(_USAGE_NULL, b"") if _USAGE_NULL in rest else rest
 
     def _observe(self, raw: bytes) -> bool:
         """Record what ``raw`` tells; True when it is an injected usage-only chunk to drop."""
@@ -74,7 +80,8 @@ class ChatStreamTap:
         if _USAGE_KEY not in raw and _ERROR_KEY not in raw:
             if _DONE in raw and parse_event(raw).data == _DONE:
                 self.saw_done = True
-            else:
+            elif raw.startswith(b"data:") or parse_event(raw).data:
+                # Comment-only events (OpenRouter's ": OPENROUTER PROCESSING" keep-alives) carry no tokens.
                 self.content_events += 1
             return False
         event = parse_event(raw)
@@ -87,7 +94,8 @@ class ChatStreamTap:
         if not isinstance(payload, dict):
             return False
         error = payload.get("error")
-        if isinstance(error, dict) or event.event == "error":
+        is_error = isinstance(error, dict) or event.event == "error"
+        if is_error:
             self.error = error if isinstance(error, dict) else {"message": str(payload)}
         usage = Usage.from_openai(payload.get("usage"))
         if usage is None:
@@ -100,7 +108,6 @@ class ChatStreamTap:
         return (
             self.strip_usage
             and usage is not None
-            and _EMPTY_CHOICES in raw
             and payload.get("choices") == []
-            and self.error is None
+            and not is_error
         )

@@ -46,7 +46,14 @@ def normalize_error_body(body: bytes, status: int, provider: str) -> bytes:
     if isinstance(parsed, dict):
         error = parsed.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return body
+            if isinstance(error.get("type"), str):
+                return body
+            # OpenRouter's wrapped errors carry no ``type``, which OpenAI's shape requires: add it, keep the rest.
+            fixed = {**error, "type": error_type_for_status(status)}
+            fixed.setdefault("param", None)
+            fixed.setdefault("code", None)
+            parsed["error"] = fixed
+            return orjson.dumps(parsed)
         if isinstance(error, str):
             message = error
         elif isinstance(parsed.get("message"), str):

@@ -25,8 +25,11 @@ class SSEFramer:
         buffer = self._buffer + data if self._buffer else data
         events: list[bytes] = []
         start = 0
-        while True:
-            end = _find_event_end(buffer, start)
+        # A terminator absent from the buffer stays absent from every later part of it; searching only
+        # for the present ones keeps a large read with many events linear (CRLF streams have no \n\n).
+        present = tuple(sep for sep in _SEPARATORS if sep in buffer)
+        while present:
+            end = _find_event_end(buffer, start, present)
             if end < 0:
                 break
             events.append(buffer[start:end])
@@ -44,11 +47,13 @@ class SSEFramer:
         return len(self._buffer)
 
 
-def _find_event_end(buffer: bytes, start: int) -> int:
+def _find_event_end(buffer: bytes, start: int, separators: tuple[bytes, ...] = _SEPARATORS) -> int:
     """Index just past the first event terminator at or after ``start``; -1 when none."""
     best = -1
-    for sep in _SEPARATORS:
-        pos = buffer.find(sep, start)
+    for sep in separators:
+        # Once a terminator is known, only an earlier-ending one matters: bounding the search avoids
+        # rescanning the rest of the buffer for every event.
+        pos = buffer.find(sep, start) if best < 0 else buffer.find(sep, start, best - 1)
         if pos >= 0 and (best < 0 or pos + len(sep) < best):
             best = pos + len(sep)
     return best

@@ -135,7 +135,9 @@ class MockProvider:
         if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
             raise InvalidRequestError("'input' must be a string or a non-empty list of strings", param="input")
         dims = body.get("dimensions")
-        size = dims if isinstance(dims, int) and 0 < dims <= 8192 else self._mock.embedding_dimensions
+        size = self._mock.embedding_dimensions
+        if isinstance(dims, int) and not isinstance(dims, bool) and 0 < dims <= 8192:
+            size = dims
         tokens = sum(len(i.split()) for i in inputs)
         payload = {
             "object": "list",
