@@ -184,7 +184,9 @@ class _Builder:
                 line, col = lc.key(key) if isinstance(key, str) else lc.item(key)
                 return f"{self.source}:{line + 1}:{col + 1}"
             except (KeyError, IndexError, TypeError, AttributeError):
-                pass
+                # A key merged in from an anchor (``<<: *base``) has no position: give its mapping's.
+                if getattr(lc, "line", None) is not None:
+                    return f"{self.source}:{lc.line + 1}:{lc.col + 1}"
         return self.source
 
     def _problem(self, parent: Any, key: Any, path: str, message: str) -> None:
@@ -215,9 +217,11 @@ class _Builder:
             if not parts:
                 continue
             node = data
-            for part in parts[:-1]:
+            for depth, part in enumerate(parts[:-1], 1):
                 if not isinstance(node.get(part), Mapping):
                     node[part] = {}
+                    # Everything under a section the variable created comes from it (e.g. a new provider).
+                    self.overridden.setdefault(".".join(parts[:depth]), name)
                 node = node[part]
             node[parts[-1]] = _override_value(value)
             self.overridden[".".join(parts)] = name

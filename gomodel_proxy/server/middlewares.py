@@ -54,7 +54,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if request.app[STATE].shutting_down:
             call.status, call.outcome = 503, "cut_at_shutdown"
         else:
-            call.status, call.outcome = 499, "client_disconnected"
+            call.status = 499
+            call.outcome = "client_disconnected" if call.outcome == "ok" else call.outcome
         raise
     except Exception:
         state = request.app[STATE]

@@ -126,6 +126,9 @@ async def relay_chat_stream(
         if task is not None:
             state.streams.discard(task)
         upstream.release()
+        if tap.error is not None:
+            # The provider's error event failed the call; a client that hangs up on it does not change why.
+            call.outcome = "upstream_error"
         call.usage = tap.usage or _estimate(tap, prompt_bytes)
     return response
 

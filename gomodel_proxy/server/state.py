@@ -32,9 +32,8 @@ class GatewayState:
 
 STATE: web.AppKey[GatewayState] = web.AppKey("gomodel_state", GatewayState)
 #: The record of the request being answered, put on the request by the edge middleware.
-CALL = "gomodel_call"
+CALL: web.RequestKey[CallRecord] = web.RequestKey("gomodel_call", CallRecord)
 
 
 def call_of(request: web.Request) -> CallRecord:
-    call: CallRecord = request[CALL]
-    return call
+    return request[CALL]

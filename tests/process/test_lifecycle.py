@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -84,10 +85,8 @@ class Gateway:
         return self.proc.returncode, err.decode()
 
     def kill(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture
@@ -192,7 +191,8 @@ def test_config_error_stops_start_up_naming_file_key_and_fix(tmp_path: Path) -> 
     path = tmp_path / "bad.yaml"
     path.write_text("server:\n  port: http\nproviders:\n  metrics:\n    type: mock\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "gomodel_proxy", "--config", str(path)], cwd=ROOT, capture_output=True, timeout=30
+        [sys.executable, "-m", "gomodel_proxy", "--config", str(path)],
+        cwd=ROOT, capture_output=True, timeout=30, check=False,
     )
     assert proc.returncode == 2
     err = proc.stderr.decode()
@@ -205,13 +205,15 @@ def test_reserved_provider_name_is_refused(tmp_path: Path) -> None:
     path.write_text("providers:\n  metrics:\n    type: mock\n")
     proc = subprocess.run(
         [sys.executable, "-m", "gomodel_proxy", "check-config", "--config", str(path)],
-        cwd=ROOT, capture_output=True, timeout=30,
+        cwd=ROOT, capture_output=True, timeout=30, check=False,
     )
     assert proc.returncode == 2
     assert "providers.metrics: 'metrics' is reserved" in proc.stderr.decode()
 
 
 def test_version_flag() -> None:
-    proc = subprocess.run([sys.executable, "-m", "gomodel_proxy", "--version"], cwd=ROOT, capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gomodel_proxy", "--version"], cwd=ROOT, capture_output=True, check=False
+    )
     assert proc.returncode == 0
     assert proc.stdout.decode().startswith("gomodel-proxy ")
