@@ -12,14 +12,18 @@ from gomodel_proxy.observability.metrics import Metrics
 class RequestRecorder:
     """A ``UsageSink`` that logs, counts and keeps the latest records (the usage store reads them later)."""
 
-    def __init__(self, metrics: Metrics, logger: Any, keep: int = 10_000) -> None:
+    def __init__(self, metrics: Metrics, logger: Any, *, access_log: bool = True, keep: int = 10_000) -> None:
         self.metrics = metrics
         self.logger = logger
+        #: Off when the log level hides info lines: then the line's fields are not even computed.
+        self.access_log = access_log
         self.recent: deque[CallRecord] = deque(maxlen=keep)
 
     def record(self, call: CallRecord) -> None:
         self.recent.append(call)
         self.metrics.observe(call)
+        if not self.access_log:
+            return
         usage = call.usage
         ttfb = call.ttfb_s
         self.logger.info(

@@ -56,7 +56,10 @@ def create_app(config: Config) -> web.Application:
     )
     app[STATE] = GatewayState(
         config=config, providers=providers, registry=registry, metrics=metrics,
-        recorder=RequestRecorder(metrics, logger), logger=logger,
+        recorder=RequestRecorder(
+            metrics, logger, access_log=config.server.log_level in ("debug", "info")
+        ),
+        logger=logger,
     )
     routes_v1.add_routes(app)
     routes_ops.add_routes(app)

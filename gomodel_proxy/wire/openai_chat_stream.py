@@ -17,6 +17,7 @@ from gomodel_proxy.wire.sse import SSEFramer, parse_event
 
 _USAGE_KEY = b'"usage"'
 _USAGE_NULL = b',"usage":null'
+_NULL_USAGE = b'"usage":null'
 _ERROR_KEY = b'"error"'
 _DONE = b"[DONE]"
 _FINISHED = b'"finish_reason":"'
@@ -77,7 +78,10 @@ class ChatStreamTap:
         """Record what ``raw`` tells; True when it is an injected usage-only chunk to drop."""
         if _FINISHED in raw:
             self.saw_finish = True
-        if _USAGE_KEY not in raw and _ERROR_KEY not in raw:
+        # Most events carry no usage (or only the ``"usage":null`` that include_usage adds to every
+        # chunk) and no error: they are counted without being parsed.
+        usage_free = _USAGE_KEY not in raw or (_NULL_USAGE in raw and raw.count(_USAGE_KEY) == 1)
+        if usage_free and _ERROR_KEY not in raw:
             if _DONE in raw and parse_event(raw).data == _DONE:
                 self.saw_done = True
             elif raw.startswith(b"data:") or parse_event(raw).data:
