@@ -93,9 +93,9 @@ def _register_env_providers(config: Config, env: Mapping[str, str]) -> dict[str,
         if defaults.env_key is None or kind in config.providers:
             continue
         key = env.get(defaults.env_key, "").strip()
-        if key:
-            base_var = f"{kind.upper()}_BASE_URL"
-            base = env.get(base_var, "").strip() or defaults.base_url
+        base_var = f"{kind.upper()}_BASE_URL"
+        base = env.get(base_var, "").strip() or defaults.base_url
+        if key and base:  # a type with no common host (Azure) also needs its <TYPE>_BASE_URL
             config.providers[kind] = ProviderConfig(type=kind, base_url=base, api_key=key)  # type: ignore[arg-type]
             added[kind] = f"environment {base_var if env.get(base_var, '').strip() else defaults.env_key}"
     if env.get("GOMODEL_MASTER_KEY") and not config.server.master_key:

@@ -22,6 +22,12 @@ PROVIDER_DEFAULTS: dict[str, ProviderDefaults] = {
     "groq": ProviderDefaults("https://api.groq.com/openai/v1", "GROQ_API_KEY", needs_key=True),
     "xai": ProviderDefaults("https://api.x.ai/v1", "XAI_API_KEY", needs_key=True),
     "openrouter": ProviderDefaults("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", needs_key=True),
+    "anthropic": ProviderDefaults("https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", needs_key=True),
+    "gemini": ProviderDefaults(
+        "https://generativelanguage.googleapis.com/v1beta", "GEMINI_API_KEY", needs_key=True
+    ),
+    # Azure resources have no common host: AZURE_OPENAI_BASE_URL (the resource endpoint) is needed too.
+    "azure": ProviderDefaults("", "AZURE_OPENAI_API_KEY", needs_key=True),
     "openai_compatible": ProviderDefaults("", None, needs_key=False),
     "mock": ProviderDefaults("", None, needs_key=False),
 }

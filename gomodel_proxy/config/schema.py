@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ProviderType = Literal["openai", "groq", "xai", "openrouter", "openai_compatible", "mock"]
+ProviderType = Literal[
+    "openai", "groq", "xai", "openrouter", "openai_compatible", "anthropic", "gemini", "azure", "mock"
+]
 
 #: Path segments the gateway uses itself; a provider may not take one as its name (architecture §5).
 RESERVED_NAMES = frozenset({"v1", "v2", "admin", "health", "healthz", "ready", "live", "metrics"})
@@ -62,6 +64,12 @@ class ProviderConfig:
     max_connections: int = field(default=0, metadata={"min": 0})
     stream_usage: bool = True
     headers: dict[str, str] = field(default_factory=dict, metadata={"secret": True})
+    #: Anthropic: the ``anthropic-version`` header; Azure: the ``api-version`` query parameter.
+    api_version: str = ""
+    #: Anthropic: ``max_tokens`` sent when an OpenAI client gives none (Anthropic requires it).
+    default_max_tokens: int = field(default=4096, metadata={"min": 1})
+    #: Azure: model name -> deployment name (a model not listed is taken as its own deployment name).
+    deployments: dict[str, str] = field(default_factory=dict)
     mock: MockConfig | None = None
 
 

@@ -53,6 +53,13 @@ class GatewayError(Exception):
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
 
+    def to_anthropic(self) -> dict[str, object]:
+        """The same error in Anthropic's shape, for clients of ``/v1/messages``."""
+        return {"type": "error", "error": {"type": anthropic_error_type(self.status), "message": self.message}}
+
+    def to_anthropic_json(self) -> bytes:
+        return orjson.dumps(self.to_anthropic())
+
 
 class InvalidRequestError(GatewayError):
     status = 400
@@ -118,6 +125,24 @@ def error_type_for_status(status: int) -> str:
     """The OpenAI error ``type`` conventionally paired with an HTTP status."""
     return _TYPE_BY_STATUS.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status (their documented set)."""
+    return _ANTHROPIC_TYPE_BY_STATUS.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+_ANTHROPIC_TYPE_BY_STATUS: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
 
 _TYPE_BY_STATUS: dict[int, str] = {
     400: "invalid_request_error",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from gomodel_proxy.core.types import CallRecord, ModelInfo
+from gomodel_proxy.core.types import CallRecord, ModelInfo, Usage
 
 
 class UpstreamResponse(Protocol):
@@ -28,6 +28,34 @@ class UpstreamResponse(Protocol):
     def release(self) -> None: ...
 
 
+#: The client-facing APIs a provider may speak natively (its answers then pass through byte for byte).
+API_CHAT = "openai.chat"
+API_RESPONSES = "openai.responses"
+API_MESSAGES = "anthropic.messages"
+
+
+class StreamTranslator(Protocol):
+    """A sans-I/O stream machine: provider bytes in (any split), client bytes out, facts kept.
+
+    ``feed`` returns the bytes to send the client now (possibly none); ``finish`` those left at the
+    end of the provider's stream. ``usage`` and ``error`` are what the stream said; ``complete`` is
+    whether it reached its proper end (a truncated stream is not complete).
+    """
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def error(self) -> dict[str, Any] | None: ...
+
+    @property
+    def complete(self) -> bool: ...
+
+
 @runtime_checkable
 class Provider(Protocol):
     """One configured upstream (an OpenAI account, a Groq account, a local vLLM, ...)."""
@@ -43,13 +71,42 @@ class Provider(Protocol):
         """Whether streamed chat may ask the provider for ``stream_options.include_usage``."""
         ...
 
-    async def chat_completions(self, body: dict[str, Any], *, stream: bool) -> UpstreamResponse: ...
+    @property
+    def native_apis(self) -> frozenset[str]:
+        """Which of ``API_CHAT``, ``API_RESPONSES``, ``API_MESSAGES`` it speaks without translation."""
+        ...
+
+    async def chat_completions(self, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
+        """OpenAI chat completions; a provider with another native API translates both ways."""
+        ...
 
     async def embeddings(self, body: dict[str, Any]) -> UpstreamResponse: ...
 
     async def list_models(self) -> list[ModelInfo]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ResponsesProvider(Protocol):
+    """A provider with OpenAI's Responses API (OpenAI, Azure, xAI): forwarded byte for byte."""
+
+    async def responses(self, body: dict[str, Any], *, stream: bool) -> UpstreamResponse: ...
+
+    async def get_response(self, response_id: str) -> UpstreamResponse: ...
+
+    async def delete_response(self, response_id: str) -> UpstreamResponse: ...
+
+
+@runtime_checkable
+class MessagesProvider(Protocol):
+    """A provider with Anthropic's Messages API: forwarded byte for byte, beta headers and all."""
+
+    async def messages(self, body: dict[str, Any], *, stream: bool, headers: Mapping[str, str]) -> UpstreamResponse:
+        """``headers``: the client's ``anthropic-version`` / ``anthropic-beta`` to pass on."""
+        ...
+
+    async def count_tokens(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> UpstreamResponse: ...
 
 
 class UsageSink(Protocol):

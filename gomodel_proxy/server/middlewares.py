@@ -49,7 +49,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except GatewayError as exc:
         call.status = exc.status
         call.outcome = "error" if call.outcome == "ok" else call.outcome
-        response = error_response(exc, call)
+        response = error_response(exc, call, anthropic=speaks_anthropic(request))
     except asyncio.CancelledError:
         if request.app[STATE].shutting_down:
             call.status, call.outcome = 503, "cut_at_shutdown"
@@ -61,7 +61,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         state = request.app[STATE]
         state.logger.exception("unhandled error", request_id=request_id, path=request.path)
         call.status, call.outcome = 500, "error"
-        response = error_response(GatewayError("internal error in the gateway; see its logs"), call)
+        response = error_response(
+            GatewayError("internal error in the gateway; see its logs"), call, anthropic=speaks_anthropic(request)
+        )
     finally:
         call.finished = time.perf_counter()
         if request.path not in _QUIET_PATHS:
@@ -73,11 +75,21 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-def error_response(exc: GatewayError, call: CallRecord) -> web.Response:
+def speaks_anthropic(request: web.Request) -> bool:
+    """Whether the client speaks Anthropic's API: its errors then take Anthropic's shape."""
+    return request.path.startswith(ANTHROPIC_PATH_PREFIX)
+
+
+#: Routes of Anthropic's Messages API (``/v1/messages``, ``/v1/messages/count_tokens``).
+ANTHROPIC_PATH_PREFIX = "/v1/messages"
+
+
+def error_response(exc: GatewayError, call: CallRecord, *, anthropic: bool = False) -> web.Response:
     if not call.first_byte_at:
         call.first_byte_at = time.perf_counter()
     headers = {"X-Request-ID": call.request_id, "X-GoModel-Overhead-Ms": overhead_header(call), **exc.headers}
-    return web.Response(status=exc.status, body=exc.to_json(), content_type="application/json", headers=headers)
+    body = exc.to_anthropic_json() if anthropic else exc.to_json()
+    return web.Response(status=exc.status, body=body, content_type="application/json", headers=headers)
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> GatewayError:

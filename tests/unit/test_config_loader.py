@@ -255,7 +255,7 @@ def test_null_where_a_value_is_required(tmp_path: Path) -> None:
          "'jsonl' is not accepted; expected one of 'auto', 'json', 'console' (did you mean 'json'?)"),
         ("providers:\n  up:\n    type: opnai\n", "providers.up.type",
          "'opnai' is not accepted; expected one of 'openai', 'groq', 'xai', 'openrouter', 'openai_compatible', "
-         "'mock' (did you mean 'openai'?)"),
+         "'anthropic', 'gemini', 'azure', 'mock' (did you mean 'openai'?)"),
         ("cache:\n  backend: redis\n", "cache.backend", "'redis' is not accepted; expected one of 'local'"),
         ("credentials:\n  source: vault\n", "credentials.source", "'vault' is not accepted; expected one of 'env'"),
     ],
@@ -296,7 +296,7 @@ def test_missing_type(tmp_path: Path) -> None:
     problem = only_problem(tmp_path, "providers:\n  local:\n    base_url: http://127.0.0.1:8000/v1\n")
     assert problem == (
         f"{tmp_path / 'config.yaml'}:2:3: providers.local: missing required key 'type' "
-        "(one of openai, groq, xai, openrouter, openai_compatible, mock)"
+        "(one of openai, groq, xai, openrouter, openai_compatible, anthropic, gemini, azure, mock)"
     )
 
 

@@ -25,6 +25,7 @@ class FakeProvider:
         self.name = name
         self.kind = "fake"
         self.injects_stream_usage = False
+        self.native_apis = frozenset({"openai.chat"})
         self.models = models or []
         self.fail = fail
         self.hang = hang

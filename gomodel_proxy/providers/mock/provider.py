@@ -20,6 +20,7 @@ import orjson
 
 from gomodel_proxy.config.schema import MockConfig, ProviderConfig
 from gomodel_proxy.core.errors import InvalidRequestError
+from gomodel_proxy.core.interfaces import API_CHAT
 from gomodel_proxy.core.types import ModelInfo
 
 _WORDS = (
@@ -66,6 +67,7 @@ class MockProvider:
         self.name = name
         self.kind = "mock"
         self.injects_stream_usage = True
+        self.native_apis = frozenset({API_CHAT})
         self._models = list(config.models) or list(_DEFAULT_MODELS)
         self._mock = config.mock or MockConfig()
 

@@ -10,6 +10,7 @@ import orjson
 
 from gomodel_proxy.config.schema import ProviderConfig
 from gomodel_proxy.core.errors import GatewayError
+from gomodel_proxy.core.interfaces import API_CHAT
 from gomodel_proxy.core.types import ModelInfo
 from gomodel_proxy.providers.http import HttpUpstreamResponse, make_session, send
 
@@ -21,6 +22,7 @@ class OpenAICompatibleProvider:
         self.name = name
         self.kind = config.type
         self.injects_stream_usage = config.stream_usage
+        self.native_apis = frozenset({API_CHAT})
         self._config = config
         self._base = config.base_url.rstrip("/")
         keys = [k for k in [config.api_key, *config.api_keys] if k]
