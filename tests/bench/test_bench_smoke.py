@@ -1,0 +1,55 @@
+"""Smoke test of bench/run.py: a ``--quick`` run exits 0 and its JSON holds every system's figures.
+
+It checks that the script works, not any speed: no figure is compared with a target here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEMS = ("direct", "relay", "gateway")
+REQUESTS = {"non-stream", "stream", "stream+include_usage"}
+
+
+def _loadgen_usable() -> bool:
+    """wrk, or the Python fallback (aiohttp on uvloop, in this interpreter)."""
+    return shutil.which("wrk") is not None or all(
+        importlib.util.find_spec(name) is not None for name in ("aiohttp", "uvloop"))
+
+
+@pytest.mark.skipif(not _loadgen_usable(), reason="neither wrk nor the Python load generator (aiohttp, uvloop)")
+def test_quick_run_reports_all_three_systems(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "bench/run.py", "--quick", "--output", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=90, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    results = json.loads(out.read_text())
+
+    for key, scenario in results["scenarios"].items():
+        for system in SYSTEMS:
+            figures = scenario[system]
+            assert figures["requests"] > 0, (key, system)
+            assert figures["rps"] > 0, (key, system)
+            assert figures["server_cpu_us_per_req"] >= 0, (key, system)
+            if scenario["concurrency"] == 50:
+                # thousands of requests even in a short phase; at c=1 a 0.3 s phase of a lightly loaded
+                # process can fall under one clock tick (10 ms) of /proc CPU time and read 0
+                assert figures["server_cpu_us_per_req"] > 0, (key, system)
+        assert set(scenario["ratios"]) == {"gateway/relay", "gateway/direct"}, key
+    for process in ("upstream", "relay", "gateway"):
+        assert results["rss_mb"][f"{process}_idle"] > 0, process
+        assert results["rss_mb"][f"{process}_peak"] > 0, process
+
+    for system in ("gateway", "relay"):
+        checks = [c for c in results["checks"] if c["system"] == system]
+        assert {c["request"] for c in checks} == REQUESTS, system
+        assert all(c["ok"] for c in checks), checks
+    assert [t["kind"] for t in results["targets"]].count("relative") == 1
