@@ -23,7 +23,11 @@ class Usage:
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:
-        """Read OpenAI's ``usage`` object (chat or embeddings); ``None`` when absent or malformed."""
+        """Read OpenAI's ``usage`` object (chat or embeddings); ``None`` when absent or malformed.
+
+        ``"estimated": true`` (not OpenAI's; the gateway's translations add it when a provider counted
+        nothing) marks the figures as an estimate.
+        """
         if not isinstance(usage, dict):
             return None
         prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
@@ -34,7 +38,8 @@ class Usage:
         reasoning = (
             _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
         )
-        return cls(input_tokens=prompt, output_tokens=completion, cached_tokens=cached, reasoning_tokens=reasoning)
+        return cls(input_tokens=prompt, output_tokens=completion, cached_tokens=cached, reasoning_tokens=reasoning,
+                   estimated=usage.get("estimated") is True)
 
 
 def _int(value: Any) -> int:

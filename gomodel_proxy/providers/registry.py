@@ -6,6 +6,9 @@ from collections.abc import Callable
 
 from gomodel_proxy.config.schema import ProviderConfig
 from gomodel_proxy.core.interfaces import Provider
+from gomodel_proxy.providers.anthropic import AnthropicProvider
+from gomodel_proxy.providers.azure import AzureOpenAIProvider
+from gomodel_proxy.providers.gemini import GeminiProvider
 from gomodel_proxy.providers.mock import MockProvider
 from gomodel_proxy.providers.openai import OpenAICompatibleProvider
 
@@ -17,6 +20,9 @@ PROVIDER_TYPES: dict[str, ProviderFactory] = {
     "xai": OpenAICompatibleProvider,
     "openrouter": OpenAICompatibleProvider,
     "openai_compatible": OpenAICompatibleProvider,
+    "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
+    "azure": AzureOpenAIProvider,
     "mock": MockProvider,
 }
 

@@ -17,7 +17,7 @@ from gomodel_proxy.observability.metrics import Metrics
 from gomodel_proxy.observability.recorder import RequestRecorder
 from gomodel_proxy.providers.registry import build_provider
 from gomodel_proxy.routing.model_registry import ModelRegistry
-from gomodel_proxy.server import routes_ops, routes_v1
+from gomodel_proxy.server import routes_messages, routes_ops, routes_responses, routes_v1
 from gomodel_proxy.server.middlewares import edge_middleware, master_key_middleware
 from gomodel_proxy.server.state import STATE, GatewayState
 
@@ -62,6 +62,8 @@ def create_app(config: Config) -> web.Application:
         logger=logger,
     )
     routes_v1.add_routes(app)
+    routes_responses.add_routes(app)
+    routes_messages.add_routes(app)
     routes_ops.add_routes(app)
     app.on_startup.append(_start)
     app.on_shutdown.append(_begin_shutdown)

@@ -9,22 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from gomodel_proxy.core.errors import GatewayError, ServiceUnavailableError, UpstreamConnectionError
-from gomodel_proxy.core.interfaces import UpstreamResponse
+from gomodel_proxy.core.interfaces import StreamTranslator, UpstreamResponse
 from gomodel_proxy.core.types import CallRecord, Usage
 from gomodel_proxy.server.middlewares import overhead_header
 from gomodel_proxy.server.state import STATE
-from gomodel_proxy.wire.openai_chat_stream import ChatStreamTap
 from gomodel_proxy.wire.openai_json import extract_usage, normalize_error_body
 
 #: Provider response headers that help a client and reveal nothing of the gateway's credentials.
 _PASSED_HEADERS = ("retry-after", "retry-after-ms")
-_PASSED_PREFIXES = ("x-ratelimit-",)
+_PASSED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 _SHUTDOWN = ServiceUnavailableError(
     "The gateway is shutting down and its grace period ended before this stream did; retry the request.",
     code="shutting_down",
@@ -74,11 +74,18 @@ async def relay_chat_stream(
     request: web.Request,
     upstream: UpstreamResponse,
     call: CallRecord,
-    tap: ChatStreamTap,
+    tap: StreamTranslator,
     *,
     prompt_bytes: int,
+    render_error: Callable[[GatewayError], bytes] | None = None,
 ) -> web.StreamResponse:
-    """Pipe an SSE answer to the client as it arrives; read usage on the way; end errors as errors."""
+    """Pipe an SSE answer to the client as it arrives; read usage on the way; end errors as errors.
+
+    ``tap`` is what the bytes pass through (ChatStreamTap, or a translator to another API); the errors
+    the relay itself ends a stream with are written by ``render_error`` (default: OpenAI's shape). A
+    translator that ends a truncated stream with its own error event sets ``error``, so none is added.
+    """
+    render = render_error or error_event
     headers = passed_headers(upstream)
     headers.update({
         "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
@@ -106,21 +113,21 @@ async def relay_chat_stream(
             call.outcome = "upstream_error"
         elif not tap.complete:
             call.outcome = "upstream_error"
-            await response.write(error_event(UpstreamConnectionError(
+            await response.write(render(UpstreamConnectionError(
                 f"provider '{call.provider}' ended the stream before it was complete", code="stream_truncated"
             )))
         await response.write_eof()
     except GatewayError as exc:
         # The status line is gone; the failure becomes the stream's last event, never a fake end.
         call.outcome = "upstream_error"
-        await _write_quietly(response, error_event(exc))
+        await _write_quietly(response, render(exc))
     except ConnectionResetError:
         call.outcome, call.status = "client_disconnected", 499
     except asyncio.CancelledError:
         if state.shutting_down:
             # The grace period is over: say so, so that the client does not take the cut for an end.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(response.write(error_event(_SHUTDOWN)), 0.1)
+                await asyncio.wait_for(response.write(render(_SHUTDOWN)), 0.1)
         raise
     finally:
         if task is not None:
@@ -145,10 +152,11 @@ async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
         pass
 
 
-def _estimate(tap: ChatStreamTap, prompt_bytes: int) -> Usage:
+def _estimate(tap: StreamTranslator, prompt_bytes: int) -> Usage:
     """Usage when the provider's figures never came (the stream was cut): one token per content
     event (providers emit about one token per chunk) and about four bytes per prompt token."""
-    return Usage(input_tokens=max(1, prompt_bytes // 4), output_tokens=tap.content_events, estimated=True)
+    events = getattr(tap, "content_events", 0)
+    return Usage(input_tokens=max(1, prompt_bytes // 4), output_tokens=events, estimated=True)
 
 
 def json_response(payload: Any, call: CallRecord, status: int = 200) -> web.Response:

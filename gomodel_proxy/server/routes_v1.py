@@ -13,6 +13,7 @@ from gomodel_proxy.core.interfaces import Provider
 from gomodel_proxy.core.types import CallRecord
 from gomodel_proxy.server.relay import is_event_stream, json_response, relay_body, relay_chat_stream
 from gomodel_proxy.server.state import STATE, call_of
+from gomodel_proxy.wire.anthropic_messages import anthropic_model, anthropic_model_list
 from gomodel_proxy.wire.openai_chat_stream import ChatStreamTap
 
 
@@ -94,6 +95,8 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "models"
     models = request.app[STATE].registry.models()
+    if "anthropic-version" in request.headers:  # an Anthropic client (its SDK always sends the header)
+        return json_response(anthropic_model_list(models, request.query), call)
     return json_response({"object": "list", "data": [m.to_openai() for m in models]}, call)
 
 
@@ -107,7 +110,7 @@ async def get_model(request: web.Request) -> web.StreamResponse:
             f"The model '{model_id}' does not exist. List the available models with GET /v1/models.",
             param="model",
         )
-    return json_response(info.to_openai(), call)
+    return json_response(anthropic_model(info) if "anthropic-version" in request.headers else info.to_openai(), call)
 
 
 def add_routes(app: web.Application) -> None:

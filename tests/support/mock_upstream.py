@@ -122,6 +122,8 @@ class RecordedRequest:
     headers: CIMultiDict[str]
     body: bytes
     json: Any
+    #: The query string's parameters (Azure's ``api-version``, Gemini's ``alt``).
+    query: dict[str, str] = field(default_factory=dict)
     received_at: float = field(default_factory=time.perf_counter)
     #: Set when the client went away before the answer was complete (cancelled or connection reset).
     client_gone: asyncio.Event = field(default_factory=asyncio.Event)
@@ -160,9 +162,7 @@ class MockUpstream:
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> MockUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/v1/chat/completions", self._answer)
-        app.router.add_post("/v1/embeddings", self._answer)
+        self.add_routes(app)
         # handler_cancellation: a handler learns at once (CancelledError) that its client went away.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -170,6 +170,12 @@ class MockUpstream:
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
+
+    def add_routes(self, app: web.Application) -> None:
+        """The routes served; subclasses add more (another URL layout, another wire format)."""
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._answer)
+        app.router.add_post("/v1/embeddings", self._answer)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -225,6 +231,7 @@ class MockUpstream:
             parsed = None
         rec = RecordedRequest(
             method=request.method, path=request.path, headers=CIMultiDict(request.headers), body=raw, json=parsed,
+            query=dict(request.query),
         )
         self.requests.append(rec)
         return rec

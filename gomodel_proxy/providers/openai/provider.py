@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import itertools
 from typing import Any
+from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from gomodel_proxy.config.schema import ProviderConfig
 from gomodel_proxy.core.errors import GatewayError
-from gomodel_proxy.core.interfaces import API_CHAT
+from gomodel_proxy.core.interfaces import API_CHAT, API_RESPONSES
 from gomodel_proxy.core.types import ModelInfo
-from gomodel_proxy.providers.http import HttpUpstreamResponse, make_session, send
+from gomodel_proxy.httpclient import encode_headers
+from gomodel_proxy.providers.http import HttpUpstreamResponse, make_client
+
+_JSON_BODY = b"Content-Type: application/json\r\n"
+_CHAT_PATH = b"/chat/completions"
+_EMBEDDINGS_PATH = b"/embeddings"
+_MODELS_PATH = b"/models"
+_RESPONSES_PATH = b"/responses"
+#: Provider types whose API has OpenAI's Responses endpoints (forwarded byte for byte).
+_RESPONSES_TYPES = frozenset({"openai", "azure", "xai"})
 
 
 class OpenAICompatibleProvider:
@@ -22,52 +31,47 @@ class OpenAICompatibleProvider:
         self.name = name
         self.kind = config.type
         self.injects_stream_usage = config.stream_usage
-        self.native_apis = frozenset({API_CHAT})
+        self.native_apis = frozenset({API_CHAT, API_RESPONSES} if config.type in _RESPONSES_TYPES else {API_CHAT})
         self._config = config
-        self._base = config.base_url.rstrip("/")
         keys = [k for k in [config.api_key, *config.api_keys] if k]
-        self._keys = itertools.cycle(keys) if keys else None
-        self._extra_headers = dict(config.headers)
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        # Created lazily so that it binds to the running loop, and only once.
-        if self._session is None:
-            self._session = make_session(
-                connect_timeout_s=self._config.connect_timeout_s,
-                read_timeout_s=self._config.timeout_s,
-                max_connections=self._config.max_connections,
-            )
-        return self._session
-
-    def _headers(self, *, json_body: bool) -> dict[str, str]:
-        headers = {"Accept": "application/json", **self._extra_headers}
-        if json_body:
-            headers["Content-Type"] = "application/json"
-        if self._keys is not None:
-            headers["Authorization"] = f"Bearer {next(self._keys)}"
-        return headers
-
-    async def _post(self, path: str, body: dict[str, Any]) -> HttpUpstreamResponse:
-        return await send(
-            self.session, "POST", self._base + path,
-            provider=self.name, body=orjson.dumps(body), headers=self._headers(json_body=True),
+        fixed: list[tuple[str, str]] = [("Accept", "application/json"), *config.headers.items()]
+        if len(keys) == 1:
+            fixed.append(("Authorization", f"Bearer {keys[0]}"))
+        #: With several keys, each request takes the next (round robin); one key is a fixed header.
+        self._rotation = (
+            itertools.cycle([encode_headers([("Authorization", f"Bearer {k}")]) for k in keys])
+            if len(keys) > 1 else None
         )
+        self._client = make_client(name, config, headers=fixed)
+
+    def _auth(self) -> bytes:
+        return next(self._rotation) if self._rotation is not None else b""
+
+    async def _post(self, path: bytes, body: dict[str, Any]) -> HttpUpstreamResponse:
+        headers = _JSON_BODY + next(self._rotation) if self._rotation is not None else _JSON_BODY
+        return await self._client.request(b"POST", path, headers, orjson.dumps(body))
 
     async def chat_completions(self, body: dict[str, Any], *, stream: bool) -> HttpUpstreamResponse:
-        return await self._post("/chat/completions", body)
+        return await self._post(_CHAT_PATH, body)
 
     async def embeddings(self, body: dict[str, Any]) -> HttpUpstreamResponse:
-        return await self._post("/embeddings", body)
+        return await self._post(_EMBEDDINGS_PATH, body)
+
+    async def responses(self, body: dict[str, Any], *, stream: bool) -> HttpUpstreamResponse:
+        return await self._post(_RESPONSES_PATH, body)
+
+    async def get_response(self, response_id: str) -> HttpUpstreamResponse:
+        return await self._client.request(b"GET", _RESPONSES_PATH + b"/" + quote(response_id, safe="").encode(),
+                                          self._auth())
+
+    async def delete_response(self, response_id: str) -> HttpUpstreamResponse:
+        return await self._client.request(b"DELETE", _RESPONSES_PATH + b"/" + quote(response_id, safe="").encode(),
+                                          self._auth())
 
     async def list_models(self) -> list[ModelInfo]:
         if self._config.models:
             return [ModelInfo(id=m, provider=self.name) for m in self._config.models]
-        response = await send(
-            self.session, "GET", self._base + "/models",
-            provider=self.name, body=None, headers=self._headers(json_body=False),
-        )
+        response = await self._client.request(b"GET", _MODELS_PATH, self._auth())
         try:
             raw = await response.read()
         finally:
@@ -94,6 +98,4 @@ class OpenAICompatibleProvider:
         return models
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()

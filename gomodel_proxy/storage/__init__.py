@@ -1,0 +1,1 @@
+"""Where the gateway keeps what outlives a request (stored responses)."""
