@@ -56,6 +56,14 @@ class StreamTranslator(Protocol):
     def complete(self) -> bool: ...
 
 
+class StreamTap(StreamTranslator, Protocol):
+    """What the relay pipes a client's stream through: a translator that also counts content events,
+    from which usage is estimated when a stream is cut before the provider's own figures came."""
+
+    @property
+    def content_events(self) -> int: ...
+
+
 @runtime_checkable
 class Provider(Protocol):
     """One configured upstream (an OpenAI account, a Groq account, a local vLLM, ...)."""

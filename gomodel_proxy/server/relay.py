@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from gomodel_proxy.core.errors import GatewayError, ServiceUnavailableError, UpstreamConnectionError
-from gomodel_proxy.core.interfaces import StreamTranslator, UpstreamResponse
+from gomodel_proxy.core.interfaces import StreamTap, UpstreamResponse
 from gomodel_proxy.core.types import CallRecord, Usage
 from gomodel_proxy.server.middlewares import overhead_header
 from gomodel_proxy.server.state import STATE
@@ -70,11 +70,11 @@ async def relay_body(
     return web.Response(status=status, body=raw, headers=headers)
 
 
-async def relay_chat_stream(
+async def relay_stream(
     request: web.Request,
     upstream: UpstreamResponse,
     call: CallRecord,
-    tap: StreamTranslator,
+    tap: StreamTap,
     *,
     prompt_bytes: int,
     render_error: Callable[[GatewayError], bytes] | None = None,
@@ -152,11 +152,10 @@ async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
         pass
 
 
-def _estimate(tap: StreamTranslator, prompt_bytes: int) -> Usage:
+def _estimate(tap: StreamTap, prompt_bytes: int) -> Usage:
     """Usage when the provider's figures never came (the stream was cut): one token per content
     event (providers emit about one token per chunk) and about four bytes per prompt token."""
-    events = getattr(tap, "content_events", 0)
-    return Usage(input_tokens=max(1, prompt_bytes // 4), output_tokens=events, estimated=True)
+    return Usage(input_tokens=max(1, prompt_bytes // 4), output_tokens=tap.content_events, estimated=True)
 
 
 def json_response(payload: Any, call: CallRecord, status: int = 200) -> web.Response:

@@ -11,7 +11,7 @@ provider's and the mid-stream ones).
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import cast
 
 import orjson
 from aiohttp import web
@@ -19,9 +19,9 @@ from aiohttp import web
 from gomodel_proxy.core.errors import GatewayError, InvalidRequestError, anthropic_error_type
 from gomodel_proxy.core.interfaces import API_MESSAGES, MessagesProvider, Provider, UpstreamResponse
 from gomodel_proxy.core.types import CallRecord, Usage
+from gomodel_proxy.server.inbound import read_json_object, resolve_model
 from gomodel_proxy.server.middlewares import overhead_header
-from gomodel_proxy.server.relay import is_event_stream, json_response, passed_headers, relay_chat_stream
-from gomodel_proxy.server.routes_v1 import read_json_object
+from gomodel_proxy.server.relay import is_event_stream, json_response, passed_headers, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.translators.messages_chat import (
     ChatToMessagesStream,
@@ -42,16 +42,6 @@ def anthropic_error_event(exc: GatewayError) -> bytes:
     return b"event: error\ndata: " + exc.to_anthropic_json() + b"\n\n"
 
 
-def _resolve(request: web.Request, body: dict[str, Any], call: CallRecord) -> Provider:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequestError("model: Field required (a string naming the model).", param="model")
-    provider, upstream_model = request.app[STATE].registry.resolve(model)
-    call.model_requested = model
-    call.provider = provider.name
-    call.model = upstream_model
-    body["model"] = upstream_model
-    return provider
 
 
 def _native(provider: Provider) -> MessagesProvider | None:
@@ -68,7 +58,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "messages"
     body, size = await read_json_object(request)
-    provider = _resolve(request, body, call)
+    provider = resolve_model(request, body, call)
     stream = body.get("stream") is True
     call.stream = stream
     native = _native(provider)
@@ -87,7 +77,7 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         if stream and upstream.status == 200 and is_event_stream(upstream):
             tap = MessagesStreamTap() if native is not None else \
                 ChatToMessagesStream(model=call.model, stop_sequences=stop_sequences)
-            return await relay_chat_stream(
+            return await relay_stream(
                 request, upstream, call, tap, prompt_bytes=size, render_error=anthropic_error_event
             )
         if native is not None:
@@ -104,7 +94,7 @@ async def count_tokens(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "messages.count_tokens"
     body, _ = await read_json_object(request)
-    provider = _resolve(request, body, call)
+    provider = resolve_model(request, body, call)
     native = _native(provider)
     if native is not None:
         call.upstream_started = time.perf_counter()

@@ -23,9 +23,9 @@ from aiohttp import web
 from gomodel_proxy.core.errors import GatewayError, InvalidRequestError, NotFoundError
 from gomodel_proxy.core.interfaces import API_RESPONSES, Provider, ResponsesProvider
 from gomodel_proxy.core.types import CallRecord, Usage
+from gomodel_proxy.server.inbound import read_json_object, resolve_model
 from gomodel_proxy.server.middlewares import overhead_header
-from gomodel_proxy.server.relay import is_event_stream, json_response, passed_headers, relay_body, relay_chat_stream
-from gomodel_proxy.server.routes_v1 import read_json_object
+from gomodel_proxy.server.relay import is_event_stream, json_response, passed_headers, relay_body, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.storage.responses import ResponseStore, SQLiteResponseStore, StoredResponse
 from gomodel_proxy.translators.responses_chat import (
@@ -137,18 +137,6 @@ def new_response_id() -> str:
     return "resp_" + os.urandom(24).hex()
 
 
-def _resolve(request: web.Request, body: dict[str, Any], call: CallRecord) -> Provider:
-    model = body.get("model")
-    if model is None or model == "":
-        raise InvalidRequestError("You must provide a model parameter.", param="model", code="missing_model")
-    if not isinstance(model, str):
-        raise InvalidRequestError("'model' must be a string.", param="model")
-    provider, upstream_model = request.app[STATE].registry.resolve(model)
-    call.model_requested = model
-    call.provider = provider.name
-    call.model = upstream_model
-    body["model"] = upstream_model
-    return provider
 
 
 def _native(provider: Provider) -> ResponsesProvider | None:
@@ -161,7 +149,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "responses"
     body, size = await read_json_object(request)
-    provider = _resolve(request, body, call)
+    provider = resolve_model(request, body, call)
     stream = body.get("stream") is True
     call.stream = stream
     state = request.app[RESPONSES]
@@ -217,7 +205,7 @@ async def _create_native(request: web.Request, provider: ResponsesProvider, body
             return StoredResponse(id=rid, provider=call.provider, model=call.model) if rid else None
 
         storing = _Storing(tap, state if remember else None, owner)
-        return await relay_chat_stream(request, upstream, call, storing, prompt_bytes=size,
+        return await relay_stream(request, upstream, call, storing, prompt_bytes=size,
                                        render_error=storing.render_error)
     response = await relay_body(upstream, call, provider=call.provider)
     if remember and upstream.status == 200 and isinstance(response.body, bytes):
@@ -257,7 +245,7 @@ async def _create_converted(request: web.Request, provider: Provider, body: dict
         translator = ChatToResponsesStream(ctx)
         storing = _Storing(translator, store,
                            lambda: record(translator.response) if translator.response is not None else None)
-        return await relay_chat_stream(request, upstream, call, storing, prompt_bytes=size,
+        return await relay_stream(request, upstream, call, storing, prompt_bytes=size,
                                        render_error=storing.render_error)
     try:
         raw = await upstream.read()

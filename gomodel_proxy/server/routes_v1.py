@@ -3,53 +3,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
-import orjson
 from aiohttp import web
 
-from gomodel_proxy.core.errors import InvalidRequestError, ModelNotFoundError
-from gomodel_proxy.core.interfaces import Provider
-from gomodel_proxy.core.types import CallRecord
-from gomodel_proxy.server.relay import is_event_stream, json_response, relay_body, relay_chat_stream
+from gomodel_proxy.core.errors import ModelNotFoundError
+from gomodel_proxy.server.inbound import read_json_object, resolve_model
+from gomodel_proxy.server.relay import is_event_stream, json_response, relay_body, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.wire.anthropic_messages import anthropic_model, anthropic_model_list
 from gomodel_proxy.wire.openai_chat_stream import ChatStreamTap
-
-
-async def read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
-    """The request body as a JSON object (the one parse of the request), and its size."""
-    raw = await request.read()
-    if not raw:
-        raise InvalidRequestError("The request body is empty; send a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("The request body must be a JSON object.")
-    return body, len(raw)
-
-
-def _resolve(request: web.Request, body: dict[str, Any], call: CallRecord) -> Provider:
-    model = body.get("model")
-    if model is None or model == "":
-        raise InvalidRequestError("You must provide a model parameter.", param="model", code="missing_model")
-    if not isinstance(model, str):
-        raise InvalidRequestError("'model' must be a string.", param="model")
-    provider, upstream_model = request.app[STATE].registry.resolve(model)
-    call.model_requested = model
-    call.provider = provider.name
-    call.model = upstream_model
-    body["model"] = upstream_model
-    return provider
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "chat.completions"
     body, size = await read_json_object(request)
-    provider = _resolve(request, body, call)
+    provider = resolve_model(request, body, call)
     stream = body.get("stream") is True
     call.stream = stream
     strip_usage = False
@@ -67,7 +36,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         upstream = await provider.chat_completions(body, stream=stream)
         call.upstream_answered_at = time.perf_counter()
         if stream and upstream.status == 200 and is_event_stream(upstream):
-            return await relay_chat_stream(
+            return await relay_stream(
                 request, upstream, call, ChatStreamTap(strip_usage=strip_usage), prompt_bytes=size
             )
         return await relay_body(upstream, call, provider=provider.name)
@@ -79,7 +48,7 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "embeddings"
     body, _ = await read_json_object(request)
-    provider = _resolve(request, body, call)
+    provider = resolve_model(request, body, call)
     in_flight = request.app[STATE].metrics.in_flight_child(call.endpoint)
     in_flight.inc()
     try:

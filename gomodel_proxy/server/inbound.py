@@ -1,0 +1,42 @@
+"""What every API route does first: read the JSON body once and find the provider for its model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gomodel_proxy.core.errors import InvalidRequestError
+from gomodel_proxy.core.interfaces import Provider
+from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.server.state import STATE
+
+
+async def read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
+    """The request body as a JSON object (the one parse of the request), and its size."""
+    raw = await request.read()
+    if not raw:
+        raise InvalidRequestError("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return body, len(raw)
+
+
+def resolve_model(request: web.Request, body: dict[str, Any], call: CallRecord) -> Provider:
+    """The provider for ``body['model']``; rewrites it to the provider's own id and notes both on ``call``."""
+    model = body.get("model")
+    if model is None or model == "":
+        raise InvalidRequestError("You must provide a model parameter.", param="model", code="missing_model")
+    if not isinstance(model, str):
+        raise InvalidRequestError("'model' must be a string.", param="model")
+    provider, upstream_model = request.app[STATE].registry.resolve(model)
+    call.model_requested = model
+    call.provider = provider.name
+    call.model = upstream_model
+    body["model"] = upstream_model
+    return provider
