@@ -13,6 +13,8 @@ Requests go Messages -> chat (:func:`messages_to_chat`); answers come back chat 
   (vLLM's ``stop_reason``, SGLang's ``matched_stop``); OpenAI reports a plain ``"stop"`` -> ``end_turn``.
 - Anthropic server tools (web search, code execution, ...), Files API sources and other block types
   without a chat equivalent are refused with a 400 rather than silently dropped.
+- A tool call's thought signature (Gemini's ``extra_content.google.thought_signature``) rides in the
+  ``tool_use`` id, the one thing of the block every client sends back (:func:`signed_tool_id`).
 
 Usage: Anthropic's ``input_tokens`` excludes cached input, OpenAI's ``prompt_tokens`` includes it, so
 ``input_tokens = prompt_tokens - cached - cache writes`` and the cache figures go to their own fields.
@@ -20,7 +22,9 @@ Usage: Anthropic's ``input_tokens`` excludes cached input, OpenAI's ``prompt_tok
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 from typing import Any
 
 import orjson
@@ -59,6 +63,68 @@ _ERROR_TYPES = {
 }
 #: Per image or document block in :func:`estimate_input_tokens` (Anthropic bills a ~1.15 MP image ~1,600).
 MEDIA_TOKENS = 1_600
+
+
+# -- tool ids that carry a thought signature --------------------------------------------------------------
+
+#: Between a tool call's id and its thought signature in a ``tool_use`` id (see :func:`signed_tool_id`).
+TOOL_ID_SEPARATOR = "~"
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_TO_URL_SAFE = str.maketrans("+/", "-_")
+_FROM_URL_SAFE = str.maketrans("-_", "+/")
+
+
+def signed_tool_id(call_id: str, signature: str | None) -> str:
+    """The Anthropic ``tool_use`` id of a chat tool call, carrying the call's thought signature, if any.
+
+    Why: Gemini (3 and later) refuses the next tool-use turn unless each function call comes back with
+    the ``thoughtSignature`` it was given (in chat, ``extra_content.google.thought_signature``), and an
+    Anthropic client sends a ``tool_use`` block back with its own fields only (``id``, ``name``, ``input``:
+    Claude Code's typed SDK drops any other). The ``id`` always comes back, and each ``tool_result`` names
+    it: so the signature goes into the id, and :func:`split_tool_id` takes it out again on the next turn.
+
+    - ``<call id>~<signature>``: a standard base64 signature (Gemini's form) in the url-safe alphabet,
+      unpadded (``+`` ``/`` become ``-`` ``_``, ``=`` is dropped); one already url-safe is unchanged.
+    - ``<call id>~~<url-safe base64 of the signature's UTF-8, unpadded>``: any other signature, so that
+      every signature comes back exactly as it was given.
+
+    ``~`` appears in neither part (the signature part keeps to ``[A-Za-z0-9_-]``; a call id holding a ``~``
+    is left alone, without its signature). Anthropic's SDKs take any string as an id; only Anthropic's own
+    API requires ``[A-Za-z0-9_-]``, which matters only if such a history is sent to a Claude model later.
+    """
+    if not signature or not call_id or TOOL_ID_SEPARATOR in call_id:
+        return call_id
+    signed = call_id + TOOL_ID_SEPARATOR + signature.rstrip("=").translate(_TO_URL_SAFE)
+    if split_tool_id(signed) == (call_id, signature):
+        return signed
+    wrapped = base64.urlsafe_b64encode(signature.encode()).rstrip(b"=").decode("ascii")
+    return call_id + TOOL_ID_SEPARATOR * 2 + wrapped
+
+
+def split_tool_id(tool_id: str) -> tuple[str, str | None]:
+    """``(call id, thought signature)`` of a ``tool_use`` id made by :func:`signed_tool_id`; any other id
+    is ``(tool_id, None)``."""
+    call_id, separator, packed = tool_id.partition(TOOL_ID_SEPARATOR)
+    wrapped = packed.startswith(TOOL_ID_SEPARATOR)
+    if wrapped:
+        packed = packed[1:]
+    if not (separator and call_id and _URL_SAFE.fullmatch(packed)) or len(packed) % 4 == 1:
+        return tool_id, None
+    padded = packed + "=" * (-len(packed) % 4)
+    if not wrapped:
+        return call_id, padded.translate(_FROM_URL_SAFE)
+    try:
+        return call_id, base64.urlsafe_b64decode(padded).decode()
+    except ValueError:  # not base64 (binascii.Error) or not UTF-8 (UnicodeDecodeError)
+        return tool_id, None
+
+
+def _thought_signature(call: dict[str, Any]) -> str | None:
+    """A chat tool call's ``extra_content.google.thought_signature``, if any."""
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return signature if isinstance(signature, str) and signature else None
 
 
 # -- requests ---------------------------------------------------------------------------------------------
@@ -161,7 +227,8 @@ def _user_messages(content: Any, i: int) -> list[dict[str, Any]]:
             text, media = _tool_result_content(block.get("content"), f"{where}.content.{j}")
             if block.get("is_error") is True:
                 text = "Error: " + text
-            tools.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text})
+            call_id = split_tool_id(str(block.get("tool_use_id", "")))[0]
+            tools.append({"role": "tool", "tool_call_id": call_id, "content": text})
             tool_media.extend(media)
         else:
             part = _content_part(block, f"{where}.content.{j}")
@@ -246,14 +313,18 @@ def _assistant_message(content: Any, i: int) -> dict[str, Any]:
             if isinstance(block.get("text"), str) and block["text"]:
                 texts.append(block["text"])
         elif kind == "tool_use":
-            calls.append({
-                "id": str(block.get("id", "")),
+            call_id, signature = split_tool_id(str(block.get("id", "")))
+            call: dict[str, Any] = {
+                "id": call_id,
                 "type": "function",
                 "function": {
                     "name": str(block.get("name", "")),
                     "arguments": orjson.dumps(block.get("input") or {}).decode(),
                 },
-            })
+            }
+            if signature is not None:
+                call["extra_content"] = {"google": {"thought_signature": signature}}
+            calls.append(call)
         elif kind == "thinking":
             if isinstance(block.get("thinking"), str) and block["thinking"]:
                 thinking.append(block["thinking"])
@@ -431,7 +502,7 @@ def chat_to_message(
         assert isinstance(function, dict)
         content.append({
             "type": "tool_use",
-            "id": str(call.get("id") or f"call_{i}"),
+            "id": signed_tool_id(str(call.get("id") or f"call_{i}"), _thought_signature(call)),
             "name": str(function.get("name") or ""),
             "input": tool_input(function.get("arguments")),
         })
@@ -676,9 +747,11 @@ class ChatToMessagesStream:
         assert isinstance(function, dict)
         index = self._tool_blocks.get(key)
         if index is None:
+            # A signature must come with the call's first delta (as Gemini's translation sends it): the id
+            # is out with the block's start.
             self._switch("tool_use", key, {
                 "type": "tool_use",
-                "id": str(call.get("id") or f"call_{key}"),
+                "id": signed_tool_id(str(call.get("id") or f"call_{key}"), _thought_signature(call)),
                 "name": str(function.get("name") or ""),
                 "input": {},
             }, out)

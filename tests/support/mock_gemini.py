@@ -7,7 +7,8 @@ would before answering: the key in ``x-goog-api-key`` (a wrong or missing key ge
 ``API_KEY_INVALID`` answer), never a key in the URL, ``alt=sse`` on streams, roles ``user``/``model`` that
 alternate, no empty parts, function responses that answer the function calls of the turn before them,
 only Schema keys Gemini knows in tool declarations, and, for Gemini 3 models, the thought signature on the
-first function call of each step of the current turn. A request that fails a check gets Gemini's 400
+first function call of each step of the current turn (for every model with ``require_signatures=True``,
+so that a Gemini 2.5 recording can check a round trip too). A request that fails a check gets Gemini's 400
 ``INVALID_ARGUMENT`` and keeps its problems on ``GeminiRequest.problems``.
 
 The JSON-array stream recordings were made without ``alt=sse``; the gateway always asks for ``alt=sse``, for
@@ -88,11 +89,13 @@ class MockGemini(MockUpstream):
     """``await MockGemini().start()``; ``replay(model, fixture)``; ``requests`` / ``last(model)`` after."""
 
     def __init__(self, *, api_key: str = UPSTREAM_KEY, model_ids: list[str] | None = None, page_size: int = 1000,
-                 check_requests: bool = True) -> None:
+                 check_requests: bool = True, require_signatures: bool | None = None) -> None:
         super().__init__(model_ids=model_ids)
         self.api_key = api_key
         self.page_size = page_size
         self.check_requests = check_requests
+        #: Whether function calls sent back need their thought signature: None = as Gemini, for gemini-3 models.
+        self.require_signatures = require_signatures
         self.requests: list[GeminiRequest] = []  # type: ignore[assignment]
 
     async def start(self) -> MockGemini:
@@ -205,7 +208,10 @@ class MockGemini(MockUpstream):
             problems.append("a stream without alt=sse would be a JSON array, not server-sent events")
         if rec.operation == "generateContent" and rec.query:
             problems.append(f"unexpected query {rec.query}")
-        problems.extend(_content_problems(body, gemini3=rec.url_model.startswith("gemini-3")))
+        signatures = self.require_signatures
+        if signatures is None:
+            signatures = rec.url_model.startswith("gemini-3")
+        problems.extend(_content_problems(body, gemini3=signatures))
         for tool in body.get("tools") or []:
             for declaration in tool.get("functionDeclarations") or []:
                 problems.extend(_schema_problems(declaration.get("parameters"), f"tool {declaration.get('name')}"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ from hypothesis import strategies as st
 
 from gomodel_proxy.core.errors import InvalidRequestError
 from gomodel_proxy.core.types import Usage
+from gomodel_proxy.translators.gemini_chat import GeminiToChatStream, chat_request_to_gemini
 from gomodel_proxy.translators.messages_chat import (
     MEDIA_TOKENS,
+    TOOL_ID_SEPARATOR,
     ChatToMessagesStream,
     anthropic_error_of,
     chat_to_message,
@@ -33,8 +36,11 @@ from gomodel_proxy.translators.messages_chat import (
     message_to_events,
     messages_to_chat,
     reasoning_effort_for_budget,
+    signed_tool_id,
+    split_tool_id,
     tool_input,
 )
+from gomodel_proxy.wire.openai_chat_stream import ChatStreamTap
 from gomodel_proxy.wire.sse import SSEFramer
 
 from ._support import CHAT_STREAM_DIRS, data_of, fixture_file, fixture_params, reference_events, split_at
@@ -780,3 +786,163 @@ def test_token_estimate() -> None:
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "r" * 200}]},
     ]}
     assert estimate_input_tokens(round_trip) >= 75
+
+
+# -- thought signatures in tool ids ----------------------------------------------------------------------
+
+#: Gemini 3 Pro's recorded signature (standard base64: ``+``, ``/`` and ``=`` padding).
+GEMINI3_CALL = "gemini/stream-generate-content/sse-function-call-thought-signature-gemini3-pro.response.sse"
+SIGNATURES = [
+    pytest.param("EpwICpkIAXLI2nx+lU6g/sWZ==", id="standard-base64-with-+/="),
+    pytest.param("CrUEAdHt+9/w=", id="one-pad"),
+    pytest.param("QUJD", id="base64-already-url-safe"),
+    pytest.param("ab-_cd", id="url-safe-alphabet-unpadded"),
+    pytest.param("ab-_cd==", id="url-safe-alphabet-padded"),
+    pytest.param("skip_thought_signature_validator", id="not-base64"),
+    pytest.param("a", id="one-char"),
+    pytest.param("a+b", id="plus-unpadded"),
+    pytest.param("===", id="padding-only"),
+    pytest.param("sig with spaces ~ and ünïcode", id="anything"),
+]
+
+
+def extra(signature: str) -> dict[str, Any]:
+    return {"google": {"thought_signature": signature}}
+
+
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_signed_tool_ids_round_trip_exactly(signature: str) -> None:
+    signed = signed_tool_id("call_abc_0", signature)
+    assert split_tool_id(signed) == ("call_abc_0", signature)
+    call_id, separator, packed = signed.partition(TOOL_ID_SEPARATOR)
+    assert (call_id, separator) == ("call_abc_0", "~")
+    assert re.fullmatch(r"~?[A-Za-z0-9_-]+", packed), signed  # url-safe, no padding; "~~": wrapped
+
+
+def test_signed_tool_id_form() -> None:
+    # A standard base64 signature (Gemini's) is only re-spelt: +/ -> -_, no padding.
+    assert signed_tool_id("call_1", "ab+/cd==") == "call_1~ab-_cd"
+    assert split_tool_id("call_1~ab-_cd") == ("call_1", "ab+/cd==")
+    assert signed_tool_id("toolu_01", "QUJD") == "toolu_01~QUJD"  # already url-safe: as is
+    # Anything that would not come back exactly so is wrapped (url-safe base64 of its UTF-8) behind "~~".
+    assert signed_tool_id("call_1", "ab-_cd") == "call_1~~YWItX2Nk"
+    assert split_tool_id("call_1~~YWItX2Nk") == ("call_1", "ab-_cd")
+
+
+def test_ids_without_a_signature_pass_unchanged() -> None:
+    for call_id in ("call_abc", "toolu_01A09q90qw90lq917835lq9", "functions.get_weather:0", "x", ""):
+        assert signed_tool_id(call_id, None) == call_id
+        assert signed_tool_id(call_id, "") == call_id
+        assert split_tool_id(call_id) == (call_id, None)
+    # A call id that holds the separator cannot carry a signature: it stays as it is.
+    assert signed_tool_id("odd~id", "QUJD") == "odd~id"
+    # Ids with a "~" that signed_tool_id cannot have made are not taken apart.
+    for odd in ("~QUJD", "a~", "a~~", "a~b.c", "a~QUJDR", "a~~!!", "a~~_w", "a~b~c", "a~~~QUJD"):
+        assert split_tool_id(odd) == (odd, None), odd
+
+
+def test_recorded_gemini3_signature_round_trips() -> None:
+    payload = orjson.loads(data_of(reference_events(fixture_file(GEMINI3_CALL).read_bytes())[0][0]) or b"")
+    signature = payload["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+    assert {"+", "/", "="} <= set(signature)
+    signed = signed_tool_id("call_QUVVadTSNJ6_qtsPvN7J8Q0_0", signature)
+    assert re.fullmatch(r"call_QUVVadTSNJ6_qtsPvN7J8Q0_0~[A-Za-z0-9_-]+", signed)
+    assert len(signed) < len("call_QUVVadTSNJ6_qtsPvN7J8Q0_0~") + len(signature)
+    assert split_tool_id(signed) == ("call_QUVVadTSNJ6_qtsPvN7J8Q0_0", signature)
+
+
+def test_whole_answer_puts_the_signature_in_the_tool_use_id() -> None:
+    chat = {"id": "chatcmpl-r", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_r_0", "type": "function", "function": {"name": "f", "arguments": '{"q": 1}'},
+             "extra_content": extra("ab+/cd==")},
+            {"id": "call_r_1", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+        ]}}]}
+    m = Message.model_validate(chat_to_message(chat))
+    assert [(b.id, b.name, b.input) for b in m.content] == [("call_r_0~ab-_cd", "f", {"q": 1}), ("call_r_1", "g", {})]
+    assert m.stop_reason == "tool_use"
+    # And as events, for a streamed request answered whole.
+    read = read_stream(message_to_events(chat_to_message(chat)))
+    assert [b.id for b in read.message.content] == ["call_r_0~ab-_cd", "call_r_1"]
+
+
+def test_stream_puts_the_signature_in_content_block_start() -> None:
+    data = b"".join([
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_r_0", "type": "function",
+                               "function": {"name": "f", "arguments": '{"q":'}, "extra_content": extra("ab+/cd==")}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": " 1}"}}]}),
+        chunk({"tool_calls": [{"index": 1, "id": "call_r_1", "type": "function",
+                               "function": {"name": "g", "arguments": "{}"}}]}),
+        chunk(finish="tool_calls"),
+        DONE,
+    ])
+    read = read_stream(run([data])[0])
+    starts = [e.content_block.id for e in read.events if e.type == "content_block_start"]
+    assert starts == ["call_r_0~ab-_cd", "call_r_1"]
+    assert [(b.id, b.input) for b in read.message.content] == [("call_r_0~ab-_cd", {"q": 1}), ("call_r_1", {})]
+
+
+def test_request_takes_the_signature_out_of_the_ids() -> None:
+    body = {"model": "gem/gemini-3-pro-preview", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "Call them."},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "call_r_0~ab-_cd", "name": "f", "input": {"q": 1}},
+            {"type": "tool_use", "id": "call_r_1", "name": "g", "input": {}},
+            {"type": "tool_use", "id": "call_r_2~~YWItX2Nk", "name": "h", "input": {}},
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "call_r_0~ab-_cd", "content": "one"},
+            {"type": "tool_result", "tool_use_id": "call_r_1", "content": "two"},
+            {"type": "tool_result", "tool_use_id": "call_r_2~~YWItX2Nk", "content": "three"},
+        ]},
+    ]}
+    assert messages_to_chat(body)["messages"] == [
+        {"role": "user", "content": "Call them."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_r_0", "type": "function", "function": {"name": "f", "arguments": '{"q":1}'},
+             "extra_content": extra("ab+/cd==")},
+            {"id": "call_r_1", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+            {"id": "call_r_2", "type": "function", "function": {"name": "h", "arguments": "{}"},
+             "extra_content": extra("ab-_cd")},
+        ]},
+        {"role": "tool", "tool_call_id": "call_r_0", "content": "one"},
+        {"role": "tool", "tool_call_id": "call_r_1", "content": "two"},
+        {"role": "tool", "tool_call_id": "call_r_2", "content": "three"},
+    ]
+
+
+@pytest.mark.parametrize("strip", [False, True], ids=["direct", "through-ChatStreamTap-strip"])
+def test_gemini3_stream_signature_reaches_the_tool_use_and_goes_back(strip: bool) -> None:
+    """Gemini's recorded stream -> GeminiToChatStream (the provider's TranslatedStream) -> [ChatStreamTap in strip
+    mode, as on the chat route] -> ChatToMessagesStream: the streamed tool-call delta carries ``extra_content``,
+    and the tool_use id carries the signature; sent back, the function call gets it again, byte for byte."""
+    raw = fixture_file(GEMINI3_CALL).read_bytes()
+    events, _ = reference_events(raw)
+    signature = orjson.loads(data_of(events[0]) or b"")["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+    gemini = GeminiToChatStream(model="gemini-3-pro-preview", include_usage=True, created=1, fallback_id="f")
+    chat = b"".join(gemini.feed(raw[i:i + 7]) for i in range(0, len(raw), 7)) + gemini.finish()
+    if strip:
+        tap = ChatStreamTap(strip_usage=True)
+        chat = tap.feed(chat) + tap.finish()
+        assert tap.usage is not None and tap.complete
+    deltas = [c for raw_event in reference_events(chat)[0] if (d := data_of(raw_event)) and d != b"[DONE]"
+              for choice in orjson.loads(d).get("choices", []) for c in choice["delta"].get("tool_calls") or []]
+    (delta,) = deltas
+    assert delta["extra_content"] == extra(signature)
+    out, _ = run([chat[i:i + 5] for i in range(0, len(chat), 5)])
+    read = read_stream(out)
+    (use,) = read.message.content
+    assert use.id == signed_tool_id(delta["id"], signature) and use.input == {} and use.name == "get_country"
+    assert read.message.stop_reason == "tool_use"
+
+    history = {"model": "gem/gemini-3-pro-preview", "max_tokens": 100, "messages": [
+        {"role": "user", "content": "What is the capital of the user country? Call the tool"},
+        {"role": "assistant", "content": [b.model_dump() for b in read.message.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": '{"r": 1}'}]},
+    ]}
+    contents = chat_request_to_gemini(messages_to_chat(history))["contents"]
+    assert contents[1]["parts"] == [{"functionCall": {"name": "get_country", "args": {}, "id": delta["id"]},
+                                     "thoughtSignature": signature}]
+    assert contents[2]["parts"] == [{"functionResponse": {"name": "get_country", "response": {"r": 1},
+                                                          "id": delta["id"]}}]
