@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from gomodel_proxy.core.types import CallRecord, ModelInfo, Usage
@@ -115,6 +115,25 @@ class MessagesProvider(Protocol):
         ...
 
     async def count_tokens(self, body: dict[str, Any], *, headers: Mapping[str, str]) -> UpstreamResponse: ...
+
+
+#: A pass-through request's body: none, whole, or streamed as the client sends it.
+PassthroughBody = bytes | AsyncIterable[bytes] | None
+
+
+@runtime_checkable
+class PassthroughProvider(Protocol):
+    """A provider whose native API the gateway forwards as it is (``/{provider}/*``), its own key injected."""
+
+    @property
+    def base_url(self) -> str:
+        """The configured base URL: pass-through paths must lie under its path."""
+        ...
+
+    async def passthrough(self, method: bytes, path: bytes, headers: bytes, body: PassthroughBody) -> UpstreamResponse:
+        """Send ``method`` to the base URL + ``path`` (query included) with the client's ``headers``
+        (encoded lines, its credentials already removed) and the provider's own credentials."""
+        ...
 
 
 class UsageSink(Protocol):

@@ -5,7 +5,7 @@ asyncio protocols and llhttp (httptools) for a fraction of that. ``HttpClient`` 
 is what a request returns (it satisfies ``core.interfaces.UpstreamResponse``).
 """
 
-from gomodel_proxy.httpclient.client import HttpClient, default_ssl_context, encode_headers
+from gomodel_proxy.httpclient.client import BodyStream, HttpClient, RequestBody, default_ssl_context, encode_headers
 from gomodel_proxy.httpclient.response import Response
 
-__all__ = ["HttpClient", "Response", "default_ssl_context", "encode_headers"]
+__all__ = ["BodyStream", "HttpClient", "RequestBody", "Response", "default_ssl_context", "encode_headers"]

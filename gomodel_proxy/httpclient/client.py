@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 
 from gomodel_proxy.httpclient.connection import WRITE_SLICE, Connection
 from gomodel_proxy.httpclient.errors import StaleConnectionError, closed_before_answer
@@ -19,6 +19,27 @@ from gomodel_proxy.httpclient.resolver import Resolver
 from gomodel_proxy.httpclient.response import Response
 
 HeaderItems = Iterable[tuple[str | bytes, str | bytes]]
+
+
+class BodyStream:
+    """A request body sent as it arrives (an upload passed through): ``chunks`` and, when known, ``length``.
+
+    With a length it goes out with that Content-Length (and must be exactly that long); without, chunked.
+    """
+
+    __slots__ = ("chunks", "length")
+
+    def __init__(self, chunks: AsyncIterable[bytes], length: int | None = None) -> None:
+        self.chunks = chunks
+        self.length = length
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks.__aiter__()
+
+
+#: What ``request()`` sends: nothing (no Content-Length), bytes, or a stream (``BodyStream`` or any async
+#: iterable of bytes, the latter chunked).
+RequestBody = bytes | AsyncIterable[bytes] | None
 
 
 @functools.cache
@@ -84,13 +105,18 @@ class HttpClient:
         method: bytes | str,
         path: bytes | str,
         headers: Sequence[tuple[bytes, bytes]] | bytes = b"",
-        body: bytes | None = None,
+        body: RequestBody = None,
+        auth: bytes = b"",
     ) -> Response:
         """Send ``method`` to the base URL's prefix + ``path`` and return once the answer's head arrived.
 
-        ``headers`` are this request's own (pre-encoded ``Name: value\\r\\n`` lines, or pairs); ``body``
-        ``None`` sends no Content-Length (GET). A reused connection that the server had closed is
-        retried once on a new one; a cancelled caller aborts the connection at once.
+        ``headers`` are this request's own (pre-encoded ``Name: value\\r\\n`` lines, or pairs); ``auth``
+        more pre-encoded lines (the key's header, joined in the same buffer: no extra copy); ``body``
+        ``None`` sends no Content-Length (GET); an async iterable of bytes is streamed as it yields (an
+        upload passed through), with a ``BodyStream``'s length as Content-Length or else chunked, never held
+        whole. A reused connection that the server had closed is retried once on a new one (a stream only
+        if none of it was sent); a cancelled caller aborts the connection at once. A HEAD answer has no
+        body, whatever its head says.
         """
         if isinstance(method, str):
             method = method.encode("ascii")
@@ -99,31 +125,40 @@ class HttpClient:
         if not isinstance(headers, bytes):
             headers = encode_headers(headers)
         large: bytes | None = None
+        stream: BodyStream | None = None
         if body is None:
-            data = b"".join((method, b" ", self._prefix, path, self._tail, headers, b"\r\n"))
+            data = b"".join((method, b" ", self._prefix, path, self._tail, headers, auth, b"\r\n"))
+        elif not isinstance(body, bytes):
+            stream = body if isinstance(body, BodyStream) else BodyStream(body)
+            framing = (b"Transfer-Encoding: chunked\r\n\r\n" if stream.length is None
+                       else b"Content-Length: %d\r\n\r\n" % stream.length)
+            data = b"".join((method, b" ", self._prefix, path, self._tail, headers, auth, framing))
         else:
             length = b"Content-Length: %d\r\n\r\n" % len(body)
             if len(body) <= WRITE_SLICE:
-                data = b"".join((method, b" ", self._prefix, path, self._tail, headers, length, body))
+                data = b"".join((method, b" ", self._prefix, path, self._tail, headers, auth, length, body))
             else:
-                data = b"".join((method, b" ", self._prefix, path, self._tail, headers, length))
+                data = b"".join((method, b" ", self._prefix, path, self._tail, headers, auth, length))
                 large = body
+        no_body = method == b"HEAD"
         pool = self._pool
         conn = pool.take_idle() or await pool.acquire()
         try:
-            await conn.exchange(data, large)
+            await conn.exchange(data, large, stream, no_body=no_body)
         except StaleConnectionError:
             # The server closed the idle keep-alive as we sent: nothing of ours was answered. Once more.
             conn = await pool.acquire(fresh=True)
-            await self._exchange_once(conn, data, large)
+            await self._exchange_once(conn, data, large, stream, no_body)
         except BaseException:
             conn.abort()
             raise
         return Response(conn, self.name)
 
-    async def _exchange_once(self, conn: Connection, data: bytes, large: bytes | None) -> None:
+    async def _exchange_once(
+        self, conn: Connection, data: bytes, large: bytes | None, stream: BodyStream | None, no_body: bool
+    ) -> None:
         try:
-            await conn.exchange(data, large)
+            await conn.exchange(data, large, stream, no_body=no_body)
         except StaleConnectionError:
             conn.abort()
             raise closed_before_answer(self.name) from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterable
 from contextlib import suppress
 from typing import Protocol, cast
 
@@ -20,6 +21,7 @@ import httptools
 
 from gomodel_proxy.httpclient.errors import (
     StaleConnectionError,
+    body_length_mismatch,
     closed_before_answer,
     closed_mid_body,
     invalid_response,
@@ -50,8 +52,8 @@ class _UnexpectedMessage(Exception):
 class Connection(asyncio.Protocol):
     __slots__ = (
         "body", "buffered", "closed", "complete", "counted", "exc", "got_bytes", "head_done", "idle_since",
-        "in_flight", "informational", "keep_alive", "label", "last_activity", "loop", "owner", "parser",
-        "raw_headers", "read_paused", "read_timeout_s", "request_sent", "reused", "status", "timer",
+        "in_flight", "informational", "keep_alive", "label", "last_activity", "loop", "no_body", "owner",
+        "parser", "raw_headers", "read_paused", "read_timeout_s", "request_sent", "reused", "status", "timer",
         "transport", "waiter", "write_paused",
     )
 
@@ -87,20 +89,33 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self.request_sent = True
         self.informational = False
+        #: The request was HEAD: the answer ends with its head.
+        self.no_body = False
 
     # -- the exchange -------------------------------------------------------------------------------
-    async def exchange(self, data: bytes, large_body: bytes | None) -> None:
-        """Send a request (``data``: head and small body; ``large_body`` sent in drained slices) and
-        return once the answer's head arrived; raises the gateway's error when none does."""
+    async def exchange(
+        self, data: bytes, large_body: bytes | None, stream: AsyncIterable[bytes] | None = None, *,
+        no_body: bool = False,
+    ) -> None:
+        """Send a request (``data``: head and small body; ``large_body`` sent in drained slices; ``stream``
+        sent as it yields, framed by ``data``'s Content-Length or chunked) and return once the answer's head
+        arrived; raises the gateway's error when none does. ``no_body``: the answer has none (HEAD)."""
         self._begin()
+        self.no_body = no_body
         transport = self.transport
         assert transport is not None
         transport.write(data)
         if large_body is not None:
             await self._write_slices(transport, large_body)
+        elif stream is not None:
+            await self._write_stream(transport, stream, getattr(stream, "length", None))
         while not self.head_done:
-            if self.exc is not None:
-                raise self.exc
+            exc = self.exc
+            if exc is not None:
+                if stream is not None and isinstance(exc, StaleConnectionError):
+                    # Part of a stream is gone with the connection: it cannot be sent again.
+                    exc = closed_before_answer(self.label)
+                raise exc
             await self.wait()
 
     def _begin(self) -> None:
@@ -133,6 +148,34 @@ class Connection(asyncio.Protocol):
                 self.request_sent = False
                 return
             transport.write(view[start : start + WRITE_SLICE])
+
+    async def _write_stream(
+        self, transport: asyncio.Transport, stream: AsyncIterable[bytes], length: int | None
+    ) -> None:
+        """Write the body as the source yields it, each piece once the transport drained (flat memory)."""
+        chunked = length is None
+        sent = 0
+        async for piece in stream:
+            if not piece:
+                continue
+            while self.write_paused and not self.head_done and self.exc is None:
+                await self.wait()
+            if self.head_done or self.exc is not None:
+                self.request_sent = False  # answered (or failed) before the body was sent
+                return
+            sent += len(piece)
+            if length is not None and sent > length:
+                raise body_length_mismatch(length)
+            if chunked:
+                transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
+            else:
+                transport.write(piece)
+            # Sending is progress: the read timeout counts from the body's last byte, not from the head.
+            self.last_activity = self.loop.time()
+        if length is not None and sent != length:
+            raise body_length_mismatch(length)
+        if chunked and self.exc is None and not self.closed:
+            transport.write(b"0\r\n\r\n")
 
     def wait(self) -> asyncio.Future[None]:
         """A future resolved at the next progress of the exchange (head, body bytes, end, error, drain)."""
@@ -267,9 +310,17 @@ class Connection(asyncio.Protocol):
             return
         self.status = status
         self.head_done = True
+        if self.no_body:
+            # A HEAD answer: nothing follows its head, whatever Content-Length says. The parser expects a
+            # body, so the connection is not reused.
+            self.complete = True
+            self.in_flight = False
+            self.keep_alive = False
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.no_body:
+            return  # bytes after a HEAD answer's head are no part of it (the connection is not reused)
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > HIGH_WATER and not self.read_paused and self.transport is not None:

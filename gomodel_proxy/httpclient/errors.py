@@ -6,7 +6,7 @@ above has to wrap every await (and every streamed chunk) to translate them.
 
 from __future__ import annotations
 
-from gomodel_proxy.core.errors import UpstreamConnectionError, UpstreamTimeoutError
+from gomodel_proxy.core.errors import InvalidRequestError, UpstreamConnectionError, UpstreamTimeoutError
 
 
 class StaleConnectionError(Exception):
@@ -39,3 +39,7 @@ def invalid_response(label: str) -> UpstreamConnectionError:
 
 def undecodable_body(label: str) -> UpstreamConnectionError:
     return UpstreamConnectionError(f"provider '{label}' sent a compressed body that does not decode")
+
+
+def body_length_mismatch(length: int) -> InvalidRequestError:
+    return InvalidRequestError(f"The request body's length does not match its Content-Length ({length} bytes).")

@@ -14,6 +14,8 @@ tells whether the client (the gateway) went away before the answer was complete,
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import json
 import socket
 import time
@@ -21,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from multidict import CIMultiDict
 
 from .fixtures import Fixture, load_fixture, split_sse_events
@@ -146,10 +148,43 @@ class RecordedRequest:
             self.client_gone.set()
 
 
+@dataclass
+class Upload:
+    """A file the mock received on ``POST /v1/files``, hashed as it arrived (never held whole)."""
+
+    headers: CIMultiDict[str]
+    size: int = 0
+    sha256: str = ""
+    filename: str | None = None
+    purpose: str | None = None
+    #: Reads it took: many for a streamed body.
+    reads: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Download:
+    """A ``GET /v1/files/{id}/content`` the mock answered: bytes written, and whether the client left."""
+
+    written: int = 0
+    client_gone: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def download_bytes(size: int, piece: int = 64 * 1024) -> Iterable[bytes]:
+    """The deterministic content of a download of ``size`` bytes, in pieces (the same for client and mock)."""
+    pattern = bytes(range(256)) * (piece // 256)
+    sent = 0
+    while sent < size:
+        chunk = pattern[: min(piece, size - sent)]
+        sent += len(chunk)
+        yield chunk
+
+
 class MockUpstream:
     """The mock server. ``await start()``, register scenarios with :meth:`on`/:meth:`replay`, ``await close()``."""
 
-    def __init__(self, *, model_ids: list[str] | None = None) -> None:
+    def __init__(self, *, model_ids: list[str] | None = None, echo: bool = False) -> None:
         #: What ``GET /v1/models`` lists; ``None``: the models that have a scenario.
         self.model_ids = model_ids
         #: Overrides the ``GET /v1/models`` answer (e.g. an error status).
@@ -158,6 +193,15 @@ class MockUpstream:
         self.requests: list[RecordedRequest] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
+        #: Answer any other method and path with what was received (``_echo``) instead of 404/405.
+        self.echo = echo
+        #: Files received on ``POST /v1/files`` and answers of ``GET /v1/files/{id}/content``.
+        self.uploads: list[Upload] = []
+        self.downloads: list[Download] = []
+        #: Size of every download; ``download_stall_after``: bytes written before it stalls until the client leaves.
+        self.download_size = 1024
+        self.download_stall_after: int | None = None
+        self._file_ids = itertools.count(1)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> MockUpstream:
@@ -176,6 +220,11 @@ class MockUpstream:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._answer)
         app.router.add_post("/v1/embeddings", self._answer)
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{file_id}/content", self._download)
+        if self.echo:
+            # Anything else: echoed (method, raw target, headers, body size), for the pass-through's tests.
+            app.router.add_route("*", "/{tail:.*}", self._echo)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -266,6 +315,73 @@ class MockUpstream:
             raise
         finally:
             rec.done.set()
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's file upload (multipart, or a raw body): the file is hashed as it arrives."""
+        upload = Upload(headers=CIMultiDict(request.headers))
+        self.uploads.append(upload)
+        digest = hashlib.sha256()
+        try:
+            if request.content_type.startswith("multipart/"):
+                reader = await request.multipart()
+                async for part in reader:
+                    if not isinstance(part, BodyPartReader):  # pragma: no cover - nested multipart
+                        continue
+                    if part.name == "file":
+                        upload.filename = part.filename
+                        while chunk := await part.read_chunk(256 * 1024):
+                            digest.update(chunk)
+                            upload.size += len(chunk)
+                            upload.reads += 1
+                    elif part.name == "purpose":
+                        upload.purpose = await part.text()
+            else:
+                async for chunk in request.content.iter_any():
+                    digest.update(chunk)
+                    upload.size += len(chunk)
+                    upload.reads += 1
+            upload.sha256 = digest.hexdigest()
+            return web.json_response({
+                "id": f"file-{next(self._file_ids)}", "object": "file", "bytes": upload.size,
+                "created_at": 1700000000, "filename": upload.filename or "upload", "purpose": upload.purpose
+                or "batch", "status": "processed", "sha256": upload.sha256,
+            })
+        finally:
+            upload.done.set()
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        """A file's content: ``download_size`` bytes with a Content-Length, written in pieces as they drain."""
+        download = Download()
+        self.downloads.append(download)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = self.download_size
+        try:
+            await response.prepare(request)
+            for chunk in download_bytes(self.download_size):
+                if self.download_stall_after is not None and download.written >= self.download_stall_after:
+                    await asyncio.sleep(60)
+                await response.write(chunk)
+                download.written += len(chunk)
+            await response.write_eof()
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            download.client_gone.set()
+            raise
+        finally:
+            download.done.set()
+
+    async def _echo(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        rec = RecordedRequest(
+            method=request.method, path=request.raw_path, headers=CIMultiDict(request.headers), body=raw,
+            json=None, query=dict(request.query),
+        )
+        self.requests.append(rec)
+        rec.done.set()
+        return web.json_response({
+            "method": request.method, "target": request.raw_path, "host": request.headers.get("Host"),
+            "headers": [[k, v] for k, v in request.headers.items()], "body_size": len(raw),
+        }, headers={"X-Echo": "1"})
 
     async def _respond(self, request: web.Request, sc: Scenario, rec: RecordedRequest) -> web.StreamResponse:
         if sc.delay_before_headers:
