@@ -13,7 +13,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -22,7 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
 from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
-from gomodel_proxy.config.schema import RESERVED_NAMES, Config, ProviderConfig
+from gomodel_proxy.config.schema import RESERVED_NAMES, Config, KeyConfig, ProviderConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -131,6 +131,7 @@ def _check_semantics(config: Config, builder: _Builder, raw: Mapping[str, Any], 
             continue
         if provider.mock is not None:
             problems.append(f"{where('mock')}: only a provider of type 'mock' takes mock settings; remove it")
+        problems.extend(_check_resilience(provider, where))
         if f"providers.{name}.base_url" in builder.bad_paths:
             continue
         if not provider.base_url:
@@ -143,6 +144,36 @@ def _check_semantics(config: Config, builder: _Builder, raw: Mapping[str, Any], 
                 f"{where('base_url')}: '{provider.base_url}' is not an http(s) URL; "
                 "write it as https://host[:port]/path"
             )
+    return problems
+
+
+def _check_resilience(provider: ProviderConfig, where: Callable[[str | None], str]) -> list[str]:
+    """The keyring's keys (none twice; a mapping's key not empty) and the retry statuses (HTTP error statuses).
+
+    An empty plain string is skipped, as before (``"${KEY_2:-}"``: a key that may be unset)."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(provider.api_keys):
+        key = entry.key if isinstance(entry, KeyConfig) else entry
+        if not isinstance(key, str) or not key.strip():
+            if isinstance(entry, KeyConfig) or entry is None:
+                problems.append(
+                    f"{where('api_keys')}[{i}]: an empty key; write the key (or ${{ENV_VAR}}) or remove the entry"
+                )
+            continue
+        if key in seen or key == provider.api_key:
+            first = f"api_keys[{seen[key]}]" if key in seen else "api_key"
+            problems.append(
+                f"{where('api_keys')}[{i}]: the same key as {first} (not shown: it is a secret); "
+                "list each key once"
+            )
+        seen.setdefault(key, i)
+    bad = [s for s in provider.retry.on_status if not 400 <= s <= 599]
+    if bad:
+        problems.append(
+            f"{where('retry')}.on_status: {bad} are not HTTP error statuses; list statuses from 400 to 599 "
+            "(e.g. [429, 500, 502, 503, 504, 529])"
+        )
     return problems
 
 
@@ -237,7 +268,12 @@ class _Builder:
             options = [a for a in get_args(tp) if a is not type(None)]
             if value is None:
                 return None
-            return self.build(options[0], value, path, parent, key)
+            chosen = options[0]
+            if len(options) > 1:  # ``str | KeyConfig``: a mapping is the structured form, a scalar the plain one
+                structured = [o for o in options if dataclasses.is_dataclass(o)]
+                plain = [o for o in options if not dataclasses.is_dataclass(o)]
+                chosen = (structured if isinstance(value, Mapping) and structured else plain or options)[0]
+            return self.build(chosen, value, path, parent, key)
         if origin is Literal:
             allowed = get_args(tp)
             if value not in allowed:
@@ -315,11 +351,12 @@ class _Builder:
                 )
                 continue
             meta = fields[name].metadata
-            self._secret = bool(meta.get("secret"))
+            outer_secret = self._secret  # inside a secret list (api_keys), every field stays secret
+            self._secret = outer_secret or bool(meta.get("secret"))
             try:
                 built = self.build(hints[name], item, sub, value, name)
             finally:
-                self._secret = False
+                self._secret = outer_secret
             if isinstance(built, (int, float)) and not isinstance(built, bool) and sub not in self.bad_paths:
                 if "min" in meta and built < meta["min"]:
                     self._problem(value, name, sub, f"must be at least {meta['min']}, got {built}")

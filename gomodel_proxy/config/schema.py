@@ -53,11 +53,59 @@ class MockConfig:
 
 
 @dataclass(slots=True)
+class KeyConfig:
+    """One entry of ``api_keys`` written as a mapping: the key and its own share and limits."""
+
+    key: str = field(metadata={"secret": True})
+    #: Share of the traffic under ``key_strategy: weighted`` (relative to the other keys' weights).
+    weight: float = field(default=1.0, metadata={"min": 0.001})
+    #: Requests per minute this key may take (0: no limit of the gateway's own).
+    rpm: int = field(default=0, metadata={"min": 0})
+    #: Tokens per minute this key may use, counted from the usage of its answers (0: no limit).
+    tpm: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass(slots=True)
+class RetryConfig:
+    """When the gateway sends a request to the same provider again (always before the client saw a byte)."""
+
+    #: Sends of one request in all, the first included (1: never retry). A 401/403/429 answered by one
+    #: key moves the request to the next key at once, which does not count here.
+    max_attempts: int = field(default=2, metadata={"min": 1, "max": 10})
+    backoff_base_ms: float = field(default=250.0, metadata={"min": 0})
+    #: The longest wait before a retry; a ``retry-after`` longer than this is not waited for (no retry).
+    backoff_max_ms: float = field(default=4000.0, metadata={"min": 0})
+    #: Full jitter: each wait is drawn between 0 and the exponential backoff.
+    jitter: bool = True
+    on_status: list[int] = field(default_factory=lambda: [429, 500, 502, 503, 504, 529])
+    #: Refused, reset or closed connections, DNS and TLS failures.
+    on_connection_error: bool = True
+    #: A provider that did not answer within ``timeout_s`` (it may have done the work: off by default).
+    on_timeout: bool = False
+
+
+@dataclass(slots=True)
+class CircuitBreakerConfig:
+    """A breaker per provider and per key: after ``failure_threshold`` failures (connection errors,
+    timeouts, 5xx, 529) within ``window_s`` requests fail fast with 503 for ``cooldown_s``; then
+    ``half_open_requests`` probes decide between closing it and another cooldown."""
+
+    enabled: bool = True
+    failure_threshold: int = field(default=5, metadata={"min": 1})
+    window_s: float = field(default=10.0, metadata={"min": 0.001})
+    cooldown_s: float = field(default=30.0, metadata={"min": 0.001})
+    half_open_requests: int = field(default=1, metadata={"min": 1})
+
+
+@dataclass(slots=True)
 class ProviderConfig:
     type: ProviderType
     base_url: str = ""
     api_key: str = field(default="", metadata={"secret": True})
-    api_keys: list[str] = field(default_factory=list, metadata={"secret": True})
+    #: Plain strings or mappings ``{key, weight, rpm, tpm}`` (see ``KeyConfig``).
+    api_keys: list[str | KeyConfig] = field(default_factory=list, metadata={"secret": True})
+    #: How a request picks among several keys: ``round_robin`` or ``weighted`` (by ``weight``).
+    key_strategy: Literal["round_robin", "weighted"] = "round_robin"
     models: list[str] = field(default_factory=list)
     timeout_s: float = field(default=600.0, metadata={"min": 0.001})
     connect_timeout_s: float = field(default=10.0, metadata={"min": 0.001})
@@ -70,6 +118,8 @@ class ProviderConfig:
     default_max_tokens: int = field(default=4096, metadata={"min": 1})
     #: Azure: model name -> deployment name (a model not listed is taken as its own deployment name).
     deployments: dict[str, str] = field(default_factory=dict)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    circuit_breaker: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
     mock: MockConfig | None = None
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from gomodel_proxy.core.types import CallRecord
 
@@ -59,6 +60,13 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        #: Collectors read when scraped (the keys' and circuit breakers' state, ``llmclient.metrics``).
+        self._collectors: list[Collector] = []
+
+    def add_collector(self, collector: Collector) -> None:
+        """A collector of this process's state, read at each scrape."""
+        self._collectors.append(collector)
+        self.registry.register(collector)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         # prometheus_client's labels() takes a lock and builds a tuple each call; the gateway sees
@@ -92,5 +100,7 @@ class Metrics:
             # Several worker processes: each writes its values to files, any of them renders them all.
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            for collector in self._collectors:  # per-process state: this worker's
+                registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)

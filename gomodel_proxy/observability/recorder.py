@@ -6,6 +6,7 @@ from collections import deque
 from typing import Any
 
 from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.llmclient.keyring import charge_usage
 from gomodel_proxy.observability.metrics import Metrics
 
 
@@ -22,6 +23,9 @@ class RequestRecorder:
     def record(self, call: CallRecord) -> None:
         self.recent.append(call)
         self.metrics.observe(call)
+        usage = call.usage
+        if usage is not None:
+            charge_usage(usage.input_tokens + usage.output_tokens)  # the key's TPM budget, if it has one
         if not self.access_log:
             return
         usage = call.usage

@@ -7,9 +7,13 @@ above this module wraps its calls.
 
 from __future__ import annotations
 
+import time
+
 from gomodel_proxy.config.schema import ProviderConfig
 from gomodel_proxy.httpclient import HttpClient, Response
 from gomodel_proxy.httpclient.client import HeaderItems
+from gomodel_proxy.llmclient import BEARER, AuthScheme, Keyring, LLMClient
+from gomodel_proxy.observability.logging import get_logger
 
 #: A provider's answer whose body has not been read yet (``core.interfaces.UpstreamResponse``).
 HttpUpstreamResponse = Response
@@ -35,3 +39,21 @@ def make_client(name: str, config: ProviderConfig, *, headers: HeaderItems = ())
         )
     except ValueError as exc:
         raise ValueError(f"provider '{name}': {exc}") from None
+
+
+def make_llm_client(
+    name: str, config: ProviderConfig, *, headers: HeaderItems = (), auth: AuthScheme = BEARER
+) -> LLMClient:
+    """The provider's sending side: its HTTP client, its keyring (keys sent as ``auth``), retries, breakers.
+
+    ``headers`` are fixed for every request and hold no key: each request adds the key the keyring picks.
+    """
+    logger = get_logger("gomodel_proxy.llmclient")
+    keyring = Keyring(
+        name, [k for k in [config.api_key, *config.api_keys] if k], auth, strategy=config.key_strategy,
+        breaker=config.circuit_breaker, clock=time.monotonic, logger=logger,
+    )
+    return LLMClient(
+        make_client(name, config, headers=headers), keyring, retry=config.retry, breaker=config.circuit_breaker,
+        logger=logger,
+    )

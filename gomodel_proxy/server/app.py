@@ -12,12 +12,14 @@ from aiohttp.typedefs import Middleware
 from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.interfaces import Provider
+from gomodel_proxy.llmclient import LLMClient
+from gomodel_proxy.llmclient.metrics import ResilienceCollector
 from gomodel_proxy.observability.logging import get_logger
 from gomodel_proxy.observability.metrics import Metrics
 from gomodel_proxy.observability.recorder import RequestRecorder
 from gomodel_proxy.providers.registry import build_provider
 from gomodel_proxy.routing.model_registry import ModelRegistry
-from gomodel_proxy.server import routes_messages, routes_ops, routes_responses, routes_v1
+from gomodel_proxy.server import routes_messages, routes_ops, routes_passthrough, routes_responses, routes_v1
 from gomodel_proxy.server.middlewares import edge_middleware, master_key_middleware
 from gomodel_proxy.server.state import STATE, GatewayState
 
@@ -39,6 +41,9 @@ def create_app(config: Config) -> web.Application:
     logger = get_logger("gomodel_proxy")
     metrics = Metrics()
     providers = build_providers(config, logger)
+    metrics.add_collector(ResilienceCollector(
+        c for c in (getattr(p, "llm_client", None) for p in providers.values()) if isinstance(c, LLMClient)
+    ))
     registry = ModelRegistry(
         providers,
         cache_file=Path(config.cache.dir) / "models.json",
@@ -65,6 +70,7 @@ def create_app(config: Config) -> web.Application:
     routes_responses.add_routes(app)
     routes_messages.add_routes(app)
     routes_ops.add_routes(app)
+    routes_passthrough.add_routes(app)  # last: /{provider}/* never shadows a route above
     app.on_startup.append(_start)
     app.on_shutdown.append(_begin_shutdown)
     app.on_cleanup.append(_stop)

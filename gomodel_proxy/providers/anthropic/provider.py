@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -12,10 +11,11 @@ import orjson
 
 from gomodel_proxy.config.schema import ProviderConfig
 from gomodel_proxy.core.errors import GatewayError, InvalidRequestError
-from gomodel_proxy.core.interfaces import API_MESSAGES, UpstreamResponse
+from gomodel_proxy.core.interfaces import API_MESSAGES, PassthroughBody, UpstreamResponse
 from gomodel_proxy.core.types import ModelInfo
 from gomodel_proxy.httpclient import encode_headers
-from gomodel_proxy.providers.http import HttpUpstreamResponse, make_client
+from gomodel_proxy.llmclient import AuthScheme, LLMClient
+from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client
 from gomodel_proxy.providers.translated import ReadyBody, TranslatedStream
 from gomodel_proxy.translators.anthropic_chat import (
     AnthropicToChatStream,
@@ -53,21 +53,17 @@ class AnthropicProvider:
         self.native_apis = frozenset({API_MESSAGES})
         self._config = config
         self._version = config.api_version or DEFAULT_API_VERSION
-        keys = [k for k in [config.api_key, *config.api_keys] if k]
         fixed: list[tuple[str, str]] = [("Accept", "application/json"), *config.headers.items()]
-        if len(keys) == 1:
-            fixed.append(("x-api-key", keys[0]))
-        #: With several keys, each request takes the next (round robin); one key is a fixed header.
-        self._rotation = (
-            itertools.cycle([encode_headers([("x-api-key", k)]) for k in keys]) if len(keys) > 1 else None
-        )
         self._default_version = encode_headers([("anthropic-version", self._version)])
-        self._client = make_client(name, config, headers=fixed)
+        #: Every request goes through it: a key of the keyring (``x-api-key``), retries, circuit breakers.
+        self._client = make_llm_client(name, config, headers=fixed, auth=AuthScheme("x-api-key"))
 
-    async def _send(self, method: bytes, path: bytes, headers: bytes, body: bytes | None) -> HttpUpstreamResponse:
-        """The one place that talks HTTP: adds the key and sends."""
-        if self._rotation is not None:
-            headers += next(self._rotation)
+    @property
+    def llm_client(self) -> LLMClient:
+        return self._client
+
+    async def _send(self, method: bytes, path: bytes, headers: bytes, body: PassthroughBody) -> HttpUpstreamResponse:
+        """The one place that talks HTTP (the llmclient adds the key, retries, breakers)."""
         return await self._client.request(method, path, headers, body)
 
     def _native_headers(self, client_headers: Mapping[str, str]) -> bytes:
@@ -171,6 +167,17 @@ class AnthropicProvider:
 
     async def close(self) -> None:
         await self._client.close()
+
+    # -- pass-through (/{provider}/*): the client's request as it came, this provider's key added ------------
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    async def passthrough(self, method: bytes, path: bytes, headers: bytes, body: PassthroughBody
+                          ) -> HttpUpstreamResponse:
+        if b"\nanthropic-version:" not in b"\n" + headers.lower():
+            headers += self._default_version  # Anthropic requires one; the client sent none
+        return await self._send(method, path, headers, body)
 
 
 def _json_headers(upstream: HttpUpstreamResponse) -> dict[str, str]:

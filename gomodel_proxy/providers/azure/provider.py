@@ -10,36 +10,29 @@ key can read, so the models are the configured ones.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Any
 from urllib.parse import quote
 
 from gomodel_proxy.config.schema import ProviderConfig
 from gomodel_proxy.core.types import ModelInfo
-from gomodel_proxy.httpclient import encode_headers
+from gomodel_proxy.llmclient import AuthScheme
 from gomodel_proxy.providers.http import HttpUpstreamResponse
 from gomodel_proxy.providers.openai import OpenAICompatibleProvider
 
 #: The latest generally available data-plane version with deployment URLs (``stream_options`` included).
 DEFAULT_API_VERSION = "2024-10-21"
-_KEY_HEADER = "api-key"
 _RESPONSES_PATH = b"/openai/v1/responses"
 
 
 class AzureOpenAIProvider(OpenAICompatibleProvider):
     """``type: azure``: requests and answers are OpenAI's, only the URL and the key header differ."""
 
+    #: Azure's key auth reads ``api-key`` (it ignores ``Authorization: Bearer``).
+    auth_scheme = AuthScheme("api-key")
+
     def __init__(self, name: str, config: ProviderConfig) -> None:
-        keys = [k for k in [config.api_key, *config.api_keys] if k]
-        headers = dict(config.headers)
-        if len(keys) == 1:
-            headers[_KEY_HEADER] = keys[0]
-        # The parent sends the key as ``Authorization: Bearer``, which Azure's key auth ignores: it gets no
-        # key, and the key travels as a fixed ``api-key`` header instead (or rotates, below).
         base = config.base_url.rstrip("/").removesuffix("/openai")
-        super().__init__(name, dataclasses.replace(config, base_url=base, api_key="", api_keys=[], headers=headers))
-        if len(keys) > 1:
-            self._rotation = itertools.cycle([encode_headers([(_KEY_HEADER, k)]) for k in keys])
+        super().__init__(name, dataclasses.replace(config, base_url=base))
         self._query = "?api-version=" + quote(config.api_version or DEFAULT_API_VERSION, safe="")
         self._deployments = dict(config.deployments)
         self._models = list(dict.fromkeys([*config.models, *config.deployments]))
@@ -63,10 +56,10 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
         return await self._post(_RESPONSES_PATH, body if deployment == model else {**body, "model": deployment})
 
     async def get_response(self, response_id: str) -> HttpUpstreamResponse:
-        return await self._client.request(b"GET", self._response_path(response_id), self._auth())
+        return await self._client.request(b"GET", self._response_path(response_id))
 
     async def delete_response(self, response_id: str) -> HttpUpstreamResponse:
-        return await self._client.request(b"DELETE", self._response_path(response_id), self._auth())
+        return await self._client.request(b"DELETE", self._response_path(response_id))
 
     async def list_models(self) -> list[ModelInfo]:
         return [ModelInfo(id=m, provider=self.name, owned_by="azure") for m in self._models]

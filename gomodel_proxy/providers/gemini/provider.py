@@ -7,7 +7,6 @@ Streams use ``streamGenerateContent?alt=sse``: server-sent events, one whole res
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from typing import Any
@@ -17,10 +16,10 @@ import orjson
 
 from gomodel_proxy.config.schema import ProviderConfig
 from gomodel_proxy.core.errors import GatewayError
-from gomodel_proxy.core.interfaces import UpstreamResponse
+from gomodel_proxy.core.interfaces import PassthroughBody, UpstreamResponse
 from gomodel_proxy.core.types import ModelInfo
-from gomodel_proxy.httpclient import encode_headers
-from gomodel_proxy.providers.http import HttpUpstreamResponse, make_client
+from gomodel_proxy.llmclient import AuthScheme, LLMClient
+from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client
 from gomodel_proxy.providers.translated import ReadyBody, TranslatedStream
 from gomodel_proxy.translators.gemini_chat import (
     GeminiToChatStream,
@@ -51,22 +50,19 @@ class GeminiProvider:
         self.injects_stream_usage = True
         self.native_apis: frozenset[str] = frozenset()
         self._config = config
-        keys = [k for k in [config.api_key, *config.api_keys] if k]
         fixed: list[tuple[str, str]] = [("Accept", "application/json"), *config.headers.items()]
-        if len(keys) == 1:
-            fixed.append((_KEY_HEADER, keys[0]))
-        #: With several keys, each request takes the next (round robin); one key is a fixed header.
-        self._rotation = (
-            itertools.cycle([encode_headers([(_KEY_HEADER, k)]) for k in keys]) if len(keys) > 1 else None
-        )
-        self._client = make_client(name, config, headers=fixed)
+        #: Every request goes through it: a key of the keyring (``x-goog-api-key``), retries, circuit breakers.
+        self._client = make_llm_client(name, config, headers=fixed, auth=AuthScheme(_KEY_HEADER))
+
+    @property
+    def llm_client(self) -> LLMClient:
+        return self._client
 
     async def _request(self, method: bytes, path: str, body: dict[str, Any] | None) -> HttpUpstreamResponse:
         """Every request to Gemini goes out here."""
-        auth = next(self._rotation) if self._rotation is not None else b""
         if body is None:
-            return await self._client.request(method, path.encode("ascii"), auth)
-        return await self._client.request(method, path.encode("ascii"), _JSON_BODY + auth, orjson.dumps(body))
+            return await self._client.request(method, path.encode("ascii"))
+        return await self._client.request(method, path.encode("ascii"), _JSON_BODY, orjson.dumps(body))
 
     async def chat_completions(self, body: dict[str, Any], *, stream: bool) -> UpstreamResponse:
         model = str(body.get("model") or "")
@@ -164,3 +160,12 @@ class GeminiProvider:
 
     async def close(self) -> None:
         await self._client.close()
+
+    # -- pass-through (/{provider}/*): the client's request as it came, this provider's key added ------------
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    async def passthrough(self, method: bytes, path: bytes, headers: bytes, body: PassthroughBody
+                          ) -> HttpUpstreamResponse:
+        return await self._client.request(method, path, headers, body)  # the llmclient adds the key

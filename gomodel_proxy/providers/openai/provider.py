@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 from urllib.parse import quote
 
@@ -10,10 +9,10 @@ import orjson
 
 from gomodel_proxy.config.schema import ProviderConfig
 from gomodel_proxy.core.errors import GatewayError
-from gomodel_proxy.core.interfaces import API_CHAT, API_RESPONSES
+from gomodel_proxy.core.interfaces import API_CHAT, API_RESPONSES, PassthroughBody
 from gomodel_proxy.core.types import ModelInfo
-from gomodel_proxy.httpclient import encode_headers
-from gomodel_proxy.providers.http import HttpUpstreamResponse, make_client
+from gomodel_proxy.llmclient import BEARER, LLMClient
+from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client
 
 _JSON_BODY = b"Content-Type: application/json\r\n"
 _CHAT_PATH = b"/chat/completions"
@@ -33,23 +32,19 @@ class OpenAICompatibleProvider:
         self.injects_stream_usage = config.stream_usage
         self.native_apis = frozenset({API_CHAT, API_RESPONSES} if config.type in _RESPONSES_TYPES else {API_CHAT})
         self._config = config
-        keys = [k for k in [config.api_key, *config.api_keys] if k]
         fixed: list[tuple[str, str]] = [("Accept", "application/json"), *config.headers.items()]
-        if len(keys) == 1:
-            fixed.append(("Authorization", f"Bearer {keys[0]}"))
-        #: With several keys, each request takes the next (round robin); one key is a fixed header.
-        self._rotation = (
-            itertools.cycle([encode_headers([("Authorization", f"Bearer {k}")]) for k in keys])
-            if len(keys) > 1 else None
-        )
-        self._client = make_client(name, config, headers=fixed)
+        #: Every request goes through it: a key of the keyring, retries, circuit breakers (``llmclient``).
+        self._client = make_llm_client(name, config, headers=fixed, auth=self.auth_scheme)
 
-    def _auth(self) -> bytes:
-        return next(self._rotation) if self._rotation is not None else b""
+    #: How the key travels (Azure: ``api-key``).
+    auth_scheme = BEARER
+
+    @property
+    def llm_client(self) -> LLMClient:
+        return self._client
 
     async def _post(self, path: bytes, body: dict[str, Any]) -> HttpUpstreamResponse:
-        headers = _JSON_BODY + next(self._rotation) if self._rotation is not None else _JSON_BODY
-        return await self._client.request(b"POST", path, headers, orjson.dumps(body))
+        return await self._client.request(b"POST", path, _JSON_BODY, orjson.dumps(body))
 
     async def chat_completions(self, body: dict[str, Any], *, stream: bool) -> HttpUpstreamResponse:
         return await self._post(_CHAT_PATH, body)
@@ -61,17 +56,15 @@ class OpenAICompatibleProvider:
         return await self._post(_RESPONSES_PATH, body)
 
     async def get_response(self, response_id: str) -> HttpUpstreamResponse:
-        return await self._client.request(b"GET", _RESPONSES_PATH + b"/" + quote(response_id, safe="").encode(),
-                                          self._auth())
+        return await self._client.request(b"GET", _RESPONSES_PATH + b"/" + quote(response_id, safe="").encode())
 
     async def delete_response(self, response_id: str) -> HttpUpstreamResponse:
-        return await self._client.request(b"DELETE", _RESPONSES_PATH + b"/" + quote(response_id, safe="").encode(),
-                                          self._auth())
+        return await self._client.request(b"DELETE", _RESPONSES_PATH + b"/" + quote(response_id, safe="").encode())
 
     async def list_models(self) -> list[ModelInfo]:
         if self._config.models:
             return [ModelInfo(id=m, provider=self.name) for m in self._config.models]
-        response = await self._client.request(b"GET", _MODELS_PATH, self._auth())
+        response = await self._client.request(b"GET", _MODELS_PATH)
         try:
             raw = await response.read()
         finally:
@@ -99,3 +92,12 @@ class OpenAICompatibleProvider:
 
     async def close(self) -> None:
         await self._client.close()
+
+    # -- pass-through (/{provider}/*): the client's request as it came, this provider's key added ------------
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    async def passthrough(self, method: bytes, path: bytes, headers: bytes, body: PassthroughBody
+                          ) -> HttpUpstreamResponse:
+        return await self._client.request(method, path, headers, body)
