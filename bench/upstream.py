@@ -6,7 +6,17 @@ mock: every answer is prebuilt bytes. A non-streaming request gets a ~650 B ``ch
 request asked ``stream_options.include_usage``, as OpenAI does) then ``data: [DONE]``, written one event
 per write with no delay in between.
 
-Run: ``python bench/upstream.py [--port 0] [--cpu 1]``; it prints ``READY <port>`` once listening.
+Paced streams, for the per-chunk delay phase of bench/run.py: ``POST /v1/chat/completions`` with
+``"bench_paced": true`` in the body (an OpenAI-format stream; the gateway's ``openai_compatible``
+provider forwards the field) and every streamed ``POST /v1/messages`` (an Anthropic Messages stream,
+what the gateway's ``anthropic`` provider asks for) send ``--paced-chunks`` text chunks
+``--paced-gap-ms`` apart. The text of chunk ``n`` is ``t=<ns> n=<n>;``, where ``<ns>`` is
+``time.monotonic_ns()`` taken just before the write: the client (same host, same clock) subtracts it
+from the moment it reads the chunk. The events around the text chunks go out at once, before the first
+gap and after the last chunk.
+
+Run: ``python bench/upstream.py [--port 0] [--cpu 1] [--paced-chunks 20] [--paced-gap-ms 5]``; it
+prints ``READY <port>`` once listening.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ import asyncio
 import os
 import signal
 import sys
+import time
+from dataclasses import dataclass
 
 import orjson
 import uvloop
@@ -93,6 +105,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(body=COMPLETION, content_type="application/json")
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    if body.get("bench_paced") is True:
+        return await _paced(request, request.app[PACED_CHAT][include_usage], _SSE_HEADERS)
     response = web.StreamResponse(headers=_SSE_HEADERS)
     try:
         await response.prepare(request)
@@ -104,14 +118,137 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# -- paced streams: the per-chunk delay phase --------------------------------------------------------------
+#: Where the text goes in a paced chunk: the chunk is prebuilt around this marker, split on it.
+_MARK = "@@TEXT@@"
+
+
+def paced_text(send_ns: int, n: int) -> bytes:
+    """The text of paced chunk ``n``: its send time (``time.monotonic_ns()``) and its number."""
+    return b"t=%d n=%d;" % (send_ns, n)
+
+
+@dataclass(frozen=True)
+class PacedStream:
+    """A paced stream's bytes: ``head`` at once, then ``chunks`` times prefix + text + suffix, then ``tail``."""
+
+    head: list[bytes]
+    prefix: bytes
+    suffix: bytes
+    tail: list[bytes]
+    chunks: int
+    gap_s: float
+
+    def events(self, texts: list[bytes]) -> list[bytes]:
+        """The whole stream with these texts, unpaced (for the in-process translator measurement)."""
+        return [*self.head, *(self.prefix + text + self.suffix for text in texts), *self.tail]
+
+
+def paced_chat_stream(chunks: int, gap_s: float, *, include_usage: bool) -> PacedStream:
+    """The OpenAI-format paced stream: the role chunk, the text chunks, finish, [usage], ``[DONE]``."""
+    events = stream_events(include_usage=include_usage)
+    prefix, _, suffix = _chunk({"content": _MARK}, None, with_usage=include_usage).partition(_MARK.encode())
+    return PacedStream(head=events[:1], prefix=prefix, suffix=suffix, tail=events[-(3 if include_usage else 2):],
+                       chunks=chunks, gap_s=gap_s)
+
+
+#: Anthropic's stream framing, as recorded from the real API (shared/fixtures/anthropic/messages/
+#: stream-text-haiku45.response.sse): an ``event:`` line before each ``data:`` line, and the spaces
+#: the API puts before the closing brace of some events, kept as recorded.
+_ANTHROPIC_MODEL = "claude-haiku-4-5-20251001"
+_ANTHROPIC_ID = "msg_01T8kTq7cYyYJeQ5DxcVUc6D"
+_PAD = " " * 15
+
+
+def _anthropic_event(name: str, data: str) -> bytes:
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+def anthropic_stream(chunks: int, gap_s: float) -> PacedStream:
+    """The Anthropic Messages paced stream: message_start, content_block_start, ping, the text_delta
+    events, content_block_stop, message_delta (stop reason and usage), message_stop."""
+    usage = {"input_tokens": 19, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+             "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+             "output_tokens": 1, "service_tier": "standard", "inference_geo": "not_available"}
+    message = {"model": _ANTHROPIC_MODEL, "id": _ANTHROPIC_ID, "type": "message", "role": "assistant",
+               "content": [], "stop_reason": None, "stop_sequence": None, "stop_details": None, "usage": usage}
+    start = orjson.dumps({"type": "message_start", "message": message}).decode()
+    final_usage = {"input_tokens": 19, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+                   "output_tokens": chunks}
+    delta = orjson.dumps({"type": "message_delta",
+                          "delta": {"stop_reason": "end_turn", "stop_sequence": None, "stop_details": None},
+                          "usage": final_usage}).decode()
+    text = _anthropic_event(
+        "content_block_delta",
+        '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"' + _MARK + '"}' + _PAD + "}",
+    )
+    prefix, _, suffix = text.partition(_MARK.encode())
+    return PacedStream(
+        head=[
+            _anthropic_event("message_start", start[:-1] + " }"),
+            _anthropic_event("content_block_start",
+                             '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}'
+                             + _PAD + "}"),
+            _anthropic_event("ping", '{"type": "ping"}'),
+        ],
+        prefix=prefix, suffix=suffix,
+        tail=[
+            _anthropic_event("content_block_stop", '{"type":"content_block_stop","index":0    }'),
+            _anthropic_event("message_delta", delta),
+            _anthropic_event("message_stop", '{"type":"message_stop"   }'),
+        ],
+        chunks=chunks, gap_s=gap_s,
+    )
+
+
+PACED_CHAT: web.AppKey[dict[bool, PacedStream]] = web.AppKey("paced_chat", dict)
+PACED_MESSAGES: web.AppKey[PacedStream] = web.AppKey("paced_messages", PacedStream)
+
+
+async def _paced(request: web.Request, stream: PacedStream, headers: dict[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(headers=headers)
+    prefix, suffix = stream.prefix, stream.suffix
+    try:
+        await response.prepare(request)
+        for event in stream.head:
+            await response.write(event)
+        for n in range(stream.chunks):
+            await asyncio.sleep(stream.gap_s)
+            sent = time.monotonic_ns()  # just before the write: the client reads it back from the text
+            await response.write(prefix + paced_text(sent, n) + suffix)
+        for event in stream.tail:
+            await response.write(event)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
+    return response
+
+
+_ANTHROPIC_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+                          "request-id": "req_011CZknL2bUdgvrtea9HYSrj"}
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic's ``POST /v1/messages``: streamed requests get the paced Anthropic stream."""
+    body = orjson.loads(await request.read())
+    if body.get("stream") is not True:
+        error = {"type": "error", "error": {"type": "invalid_request_error",
+                                            "message": "the bench mock answers streamed requests only"}}
+        return web.Response(status=400, body=orjson.dumps(error), content_type="application/json")
+    return await _paced(request, request.app[PACED_MESSAGES], _ANTHROPIC_SSE_HEADERS)
+
+
 async def models(_: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "bench-model", "object": "model",
                                                           "created": 0, "owned_by": "bench"}]})
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, chunks: int, gap_s: float) -> None:
     app = web.Application()
+    app[PACED_CHAT] = {usage: paced_chat_stream(chunks, gap_s, include_usage=usage) for usage in (False, True)}
+    app[PACED_MESSAGES] = anthropic_stream(chunks, gap_s)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/messages", messages)
     app.router.add_get("/v1/models", models)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -131,10 +268,13 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed as READY <port>)")
     parser.add_argument("--cpu", type=int, help="pin this process to one CPU core")
+    parser.add_argument("--paced-chunks", type=int, default=20, help="text chunks per paced stream (default 20)")
+    parser.add_argument("--paced-gap-ms", type=float, default=5.0,
+                        help="pause before each text chunk of a paced stream, ms (default 5)")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    uvloop.run(serve(args.host, args.port))
+    uvloop.run(serve(args.host, args.port, args.paced_chunks, args.paced_gap_ms / 1000))
     return 0
 
 

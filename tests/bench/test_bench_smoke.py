@@ -1,6 +1,8 @@
 """Smoke test of bench/run.py: a ``--quick`` run exits 0 and its JSON holds every system's figures.
 
-It checks that the script works, not any speed: no figure is compared with a target here.
+It checks that the script works, not any speed: no figure is compared with a target here. The per-chunk
+delay phase must have figures for each route, and every text chunk of every paced stream must have come
+through, in order (the gateway's translated route included).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = ("direct", "relay", "gateway")
 REQUESTS = {"non-stream", "stream", "stream+include_usage"}
+PACED_ROUTES = ("direct", "relay", "native", "translated")
 
 
 def _loadgen_usable() -> bool:
@@ -53,3 +56,25 @@ def test_quick_run_reports_all_three_systems(tmp_path: Path) -> None:
         assert {c["request"] for c in checks} == REQUESTS, system
         assert all(c["ok"] for c in checks), checks
     assert [t["kind"] for t in results["targets"]].count("relative") == 1
+
+    per_chunk = results["per_chunk"]
+    assert per_chunk["chunks_per_stream"] > 0
+    for route in PACED_ROUTES:
+        figures = per_chunk["routes"][route]
+        assert figures["streams"] > 0, route
+        # every chunk of every stream received, numbered 0..K-1 in order, as chat.completion.chunk events,
+        # each stream ending with a finish_reason chunk and [DONE] (paced_delays in run.py lists what is not)
+        assert figures["problems"] == [], (route, figures["problems"])
+        assert figures["chunks"] == figures["chunks_expected"] == figures["streams"] * per_chunk["chunks_per_stream"]
+        assert figures["complete"], route
+        for key in ("p50_us", "p99_us", "max_us"):
+            assert figures[key] > 0, (route, key)
+        assert figures["p50_us"] <= figures["p99_us"] <= figures["max_us"], route
+    for pair in ("translated-direct", "translated-native", "native-direct", "relay-direct"):
+        assert {"p50_us", "p99_us", "max_us"} <= set(per_chunk["added"][pair]), pair
+    translator = results["translator_cpu"]
+    assert {"synthetic_text", "paced_text"} <= set(translator["rows"])
+    for key, row in translator["rows"].items():
+        assert row["samples"] > 0 and 0 < row["p50_us"] <= row["p99_us"], key
+    target = next(t for t in results["targets"] if t["name"].startswith("added per-chunk latency p99"))
+    assert target["value"] == round(per_chunk["added"]["translated-direct"]["p99_us"], 3)
