@@ -57,6 +57,8 @@ async def make_gateway(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Mak
         providers: dict[str, dict[str, Any]] | None = None,
         server: dict[str, Any] | None = None,
         cache: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        failover: str | None = None,
         **provider_overrides: Any,
     ) -> Gateway:
         if providers is None:
@@ -65,7 +67,9 @@ async def make_gateway(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Mak
             providers = {"up": provider_config(upstream.base_url, **provider_overrides)}
         folder = tmp_path / f"gateway-{len(gateways)}"
         folder.mkdir()
-        gateway = await start_gateway(aiohttp_server, write_config(folder, providers, server=server, cache=cache))
+        gateway = await start_gateway(aiohttp_server, write_config(
+            folder, providers, server=server, cache=cache, extra=extra, failover=failover
+        ))
         gateways.append(gateway)
         return gateway
 

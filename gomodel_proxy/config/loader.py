@@ -21,8 +21,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
+from gomodel_proxy.config.failover_file import load_failover_file
 from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
-from gomodel_proxy.config.schema import RESERVED_NAMES, Config, KeyConfig, ProviderConfig
+from gomodel_proxy.config.schema import RESERVED_NAMES, Config, KeyConfig, ProviderConfig, VirtualModelConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -78,6 +79,14 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     from_env = _register_env_providers(config, environ)
     # Schema and semantic problems are reported together, so that one edit fixes them all.
     problems = builder.problems + _check_semantics(config, builder, raw, from_env)
+    problems += _check_models(config, builder, raw)
+    if config.features.failover and path is not None:
+        folder = Path(path).parent
+        failover_path = folder / (config.failover_file or "failover.yaml")
+        config.failover, failover_problems = load_failover_file(
+            failover_path, list(config.providers), required=bool(config.failover_file)
+        )
+        problems += failover_problems
     if problems:
         raise ConfigError(problems)
     return config
@@ -144,6 +153,36 @@ def _check_semantics(config: Config, builder: _Builder, raw: Mapping[str, Any], 
                 f"{where('base_url')}: '{provider.base_url}' is not an http(s) URL; "
                 "write it as https://host[:port]/path"
             )
+    return problems
+
+
+def _check_models(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> list[str]:
+    """Aliases and virtual models: a name no provider has; targets that name a configured provider."""
+    problems: list[str] = []
+    nodes = raw.get("models")
+    for name, entry in config.models.items():
+        at = f"{builder.where(nodes, name, f'models.{name}')}: models.{name}"
+        prefix = name.partition("/")[0]
+        if name in config.providers or ("/" in name and prefix in config.providers):
+            problems.append(f"{at}: '{name}' clashes with the provider '{prefix}'; rename the alias")
+        elif name in RESERVED_NAMES or not name.strip():
+            problems.append(f"{at}: '{name}' cannot be a model name; rename it")
+        if entry is None:
+            continue
+        if isinstance(entry, VirtualModelConfig):
+            if not entry.targets:
+                problems.append(f"{at}.targets: list at least one target, e.g. [{{model: openai/gpt-4o}}]")
+            targets = [(f"targets[{i}].model", t.model) for i, t in enumerate(entry.targets) if t is not None]
+        else:
+            targets = [("", entry)]
+        for sub, target in targets:
+            t_prefix, sep, rest = target.partition("/")
+            if not sep or not rest or t_prefix not in config.providers:
+                hint = f" (configured: {', '.join(config.providers) or 'none'})"
+                problems.append(
+                    f"{at}{'.' + sub if sub else ''}: '{target}' must be 'provider/model' with a configured "
+                    f"provider{hint}; fix the target"
+                )
     return problems
 
 

@@ -142,6 +142,41 @@ class AuditConfig:
 
 
 @dataclass(slots=True)
+class TargetConfig:
+    """One target of a virtual model: a ``provider/model`` id and its share under ``weighted``."""
+
+    model: str
+    weight: float = field(default=1.0, metadata={"min": 0.001})
+
+
+@dataclass(slots=True)
+class VirtualModelConfig:
+    """A name clients use that the gateway spreads over several targets (``routing.balancer``)."""
+
+    targets: list[TargetConfig]
+    strategy: Literal["weighted", "round_robin", "least_in_flight", "lowest_latency"] = "weighted"
+
+
+@dataclass(slots=True)
+class FailoverTriggers:
+    """When a request moves on to the next target of its chain."""
+
+    status_codes: list[int] = field(default_factory=lambda: [429, 500, 502, 503, 504])
+    #: Time to the status line (the first byte of a stream, the whole answer's head otherwise).
+    timeout_ms: float = 30000.0
+
+
+@dataclass(slots=True)
+class FailoverSettings:
+    """``failover.yaml`` once loaded (``routing.failover``): chains by model or ``provider/*``, triggers."""
+
+    chains: dict[str, list[str]] = field(default_factory=dict)
+    triggers: FailoverTriggers = field(default_factory=FailoverTriggers)
+    #: The file it came from ("" when none was found).
+    source: str = ""
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -149,5 +184,12 @@ class Config:
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    #: Aliases (``fast: groq/llama-3.3-70b-versatile``) and virtual models (``{strategy, targets}``).
+    models: dict[str, str | VirtualModelConfig] = field(default_factory=dict)
+    #: The failover chains' file when ``features.failover`` is on; relative to this file's folder.
+    #: Empty: ``failover.yaml`` next to the main configuration (a missing default file means no chains).
+    failover_file: str = ""
+    #: The failover file once loaded (not a YAML key of this file).
+    failover: FailoverSettings | None = field(default=None, metadata={"internal": True})
     #: Where the configuration came from (for messages); not a YAML key.
     source: str = field(default="<defaults>", metadata={"internal": True})

@@ -68,6 +68,15 @@ class ModelInfo:
         }
 
 
+@dataclass(slots=True, frozen=True)
+class FailoverStep:
+    """One move of a request from a target to the next (``routing.executor``): ids are ``provider/model``."""
+
+    from_model: str
+    to_model: str
+    reason: str
+
+
 @dataclass(slots=True)
 class CallRecord:
     """What the gateway observed of one client request: the source of access logs, metrics and usage."""
@@ -86,6 +95,8 @@ class CallRecord:
     upstream_answered_at: float = 0.0
     first_byte_at: float = 0.0
     finished: float = 0.0
+    #: The failover steps taken before the answering target (empty for nearly every request).
+    failovers: tuple[FailoverStep, ...] = ()
 
     @property
     def latency_s(self) -> float:

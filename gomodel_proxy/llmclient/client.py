@@ -222,6 +222,16 @@ class LLMClient:
         await self.sleep(policy.backoff(attempt))
         return True
 
+    def available(self) -> bool:
+        """Whether a request would be sent now: the provider's breaker lets it pass and some key is usable.
+
+        Cheap and without effect on the breaker (the router asks it to skip targets; ``routing.balancer``).
+        """
+        now = self.clock()
+        if self.breaker.state and not self.breaker.ready(now):
+            return False
+        return self.keyring.usable(now)
+
     def _count(self, reason: str) -> None:
         self.retries[reason] = self.retries.get(reason, 0) + 1
 

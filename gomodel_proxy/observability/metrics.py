@@ -59,6 +59,10 @@ class Metrics:
             "gomodel_model_list_failures", "Failed fetches of a provider's model list.", ["provider"],
             registry=r,
         )
+        self.failovers = Counter(
+            "gomodel_failovers", "Requests moved to the next target of their failover chain, by reason.",
+            ["from_provider", "to_provider", "reason"], registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         #: Collectors read when scraped (the keys' and circuit breakers' state, ``llmclient.metrics``).
         self._collectors: list[Collector] = []

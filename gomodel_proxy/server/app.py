@@ -19,6 +19,7 @@ from gomodel_proxy.observability.metrics import Metrics
 from gomodel_proxy.observability.recorder import RequestRecorder
 from gomodel_proxy.providers.registry import build_provider
 from gomodel_proxy.routing.model_registry import ModelRegistry
+from gomodel_proxy.routing.router import Router
 from gomodel_proxy.server import routes_messages, routes_ops, routes_passthrough, routes_responses, routes_v1
 from gomodel_proxy.server.middlewares import edge_middleware, master_key_middleware
 from gomodel_proxy.server.state import STATE, GatewayState
@@ -64,7 +65,7 @@ def create_app(config: Config) -> web.Application:
         recorder=RequestRecorder(
             metrics, logger, access_log=config.server.log_level in ("debug", "info")
         ),
-        logger=logger,
+        logger=logger, router=Router(config, registry, metrics, logger),
     )
     routes_v1.add_routes(app)
     routes_responses.add_routes(app)

@@ -10,6 +10,7 @@ from aiohttp import web
 from gomodel_proxy.core.errors import InvalidRequestError
 from gomodel_proxy.core.interfaces import Provider
 from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.routing.router import Candidate
 from gomodel_proxy.server.state import STATE
 
 
@@ -27,16 +28,52 @@ async def read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
     return body, len(raw)
 
 
-def resolve_model(request: web.Request, body: dict[str, Any], call: CallRecord) -> Provider:
-    """The provider for ``body['model']``; rewrites it to the provider's own id and notes both on ``call``."""
+def _model_of(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None or model == "":
         raise InvalidRequestError("You must provide a model parameter.", param="model", code="missing_model")
     if not isinstance(model, str):
         raise InvalidRequestError("'model' must be a string.", param="model")
-    provider, upstream_model = request.app[STATE].registry.resolve(model)
+    return model
+
+
+def resolve_model(request: web.Request, body: dict[str, Any], call: CallRecord) -> Provider:
+    """The provider for ``body['model']``; rewrites it to the provider's own id and notes both on ``call``.
+
+    Aliases and virtual models resolve to their first target; failover is the caller's (``resolve_plan``).
+    """
+    model = _model_of(body)
+    state = request.app[STATE]
+    if state.router.active:
+        first = state.router.plan(model)[0]
+        provider, upstream_model = first.provider, first.model
+    else:
+        provider, upstream_model = state.registry.resolve(model)
     call.model_requested = model
     call.provider = provider.name
     call.model = upstream_model
     body["model"] = upstream_model
     return provider
+
+
+def resolve_plan(
+    request: web.Request, body: dict[str, Any], call: CallRecord
+) -> tuple[Provider, list[Candidate] | None]:
+    """Like ``resolve_model``, plus the targets to try in order when there is more than one.
+
+    ``None`` (the common case: no alias, virtual model or chain for this model) means one target: the
+    returned provider, with ``body`` already rewritten for it, exactly as ``resolve_model`` does.
+    """
+    state = request.app[STATE]
+    if not state.router.active:
+        return resolve_model(request, body, call), None
+    model = _model_of(body)
+    plan = state.router.plan(model)
+    call.model_requested = model
+    first = plan[0]
+    call.provider = first.provider.name
+    call.model = first.model
+    if len(plan) == 1 and first.stats is None:
+        body["model"] = first.model
+        return first.provider, None
+    return first.provider, plan

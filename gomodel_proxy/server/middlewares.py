@@ -88,6 +88,9 @@ def error_response(exc: GatewayError, call: CallRecord, *, anthropic: bool = Fal
     if not call.first_byte_at:
         call.first_byte_at = time.perf_counter()
     headers = {"X-Request-ID": call.request_id, "X-GoModel-Overhead-Ms": overhead_header(call), **exc.headers}
+    if call.provider:  # which target answered last (after failover: the last one tried)
+        headers["X-GoModel-Provider"] = call.provider
+        headers["X-GoModel-Model"] = call.model
     body = exc.to_anthropic_json() if anthropic else exc.to_json()
     return web.Response(status=exc.status, body=body, content_type="application/json", headers=headers)
 

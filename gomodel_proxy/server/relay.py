@@ -67,6 +67,9 @@ async def relay_body(
     headers["Content-Type"] = content_type
     headers["X-Request-ID"] = call.request_id
     headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
+    if call.provider:
+        headers["X-GoModel-Provider"] = call.provider
+        headers["X-GoModel-Model"] = call.model
     return web.Response(status=status, body=raw, headers=headers)
 
 
@@ -93,6 +96,9 @@ async def relay_stream(
         "X-Accel-Buffering": "no",
         "X-Request-ID": call.request_id,
     })
+    if call.provider:
+        headers["X-GoModel-Provider"] = call.provider
+        headers["X-GoModel-Model"] = call.model
     response = web.StreamResponse(status=upstream.status, headers=headers)
     state = request.app[STATE]
     task = asyncio.current_task()

@@ -287,6 +287,9 @@ def _answer(upstream: Any, call: CallRecord, status: int, body: bytes,
     headers["Content-Type"] = content_type
     headers["X-Request-ID"] = call.request_id
     headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
+    if call.provider:
+        headers["X-GoModel-Provider"] = call.provider
+        headers["X-GoModel-Model"] = call.model
     return web.Response(status=status, body=body, headers=headers)
 
 

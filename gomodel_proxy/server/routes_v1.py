@@ -3,37 +3,59 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
 from gomodel_proxy.core.errors import ModelNotFoundError
-from gomodel_proxy.server.inbound import read_json_object, resolve_model
+from gomodel_proxy.core.interfaces import Provider, UpstreamResponse
+from gomodel_proxy.routing.executor import finished, send_with_failover
+from gomodel_proxy.routing.router import Candidate
+from gomodel_proxy.server.inbound import read_json_object, resolve_plan
 from gomodel_proxy.server.relay import is_event_stream, json_response, relay_body, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.wire.anthropic_messages import anthropic_model, anthropic_model_list
 from gomodel_proxy.wire.openai_chat_stream import ChatStreamTap
 
 
+def _ask_usage(body: dict[str, Any], provider: Provider, stream: bool) -> bool:
+    """Ask a streaming provider for usage to account the call; True when the tap must remove it again."""
+    if not (stream and provider.injects_stream_usage):
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) \
+        else {"include_usage": True}
+    return True
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "chat.completions"
     body, size = await read_json_object(request)
-    provider = resolve_model(request, body, call)
+    provider, plan = resolve_plan(request, body, call)
     stream = body.get("stream") is True
     call.stream = stream
-    strip_usage = False
-    if stream and provider.injects_stream_usage:
-        options = body.get("stream_options")
-        if not (isinstance(options, dict) and options.get("include_usage") is True):
-            # Ask for usage to account the call; the tap removes it again before the client sees it.
-            body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) \
-                else {"include_usage": True}
-            strip_usage = True
-    in_flight = request.app[STATE].metrics.in_flight_child(call.endpoint)
+    state = request.app[STATE]
+    in_flight = state.metrics.in_flight_child(call.endpoint)
     in_flight.inc()
+    answered: Candidate | None = None
     try:
         call.upstream_started = time.perf_counter()
-        upstream = await provider.chat_completions(body, stream=stream)
+        if plan is None:
+            strip_usage = _ask_usage(body, provider, stream)
+            upstream = await provider.chat_completions(body, stream=stream)
+        else:
+            strip = [False]
+
+            async def send(target: Candidate) -> UpstreamResponse:
+                attempt = {**body, "model": target.model}  # each target gets its own copy
+                strip[0] = _ask_usage(attempt, target.provider, stream)
+                return await target.provider.chat_completions(attempt, stream=stream)
+
+            answered, upstream = await send_with_failover(state.router, call, plan, send)
+            provider, strip_usage = answered.provider, strip[0]
         call.upstream_answered_at = time.perf_counter()
         if stream and upstream.status == 200 and is_event_stream(upstream):
             return await relay_stream(
@@ -41,6 +63,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             )
         return await relay_body(upstream, call, provider=provider.name)
     finally:
+        finished(answered)
         in_flight.dec()
 
 
@@ -48,32 +71,51 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "embeddings"
     body, _ = await read_json_object(request)
-    provider = resolve_model(request, body, call)
-    in_flight = request.app[STATE].metrics.in_flight_child(call.endpoint)
+    provider, plan = resolve_plan(request, body, call)
+    state = request.app[STATE]
+    in_flight = state.metrics.in_flight_child(call.endpoint)
     in_flight.inc()
+    answered: Candidate | None = None
     try:
         call.upstream_started = time.perf_counter()
-        upstream = await provider.embeddings(body)
+        if plan is None:
+            upstream = await provider.embeddings(body)
+        else:
+            async def send(target: Candidate) -> UpstreamResponse:
+                return await target.provider.embeddings({**body, "model": target.model})
+
+            answered, upstream = await send_with_failover(state.router, call, plan, send)
+            provider = answered.provider
         call.upstream_answered_at = time.perf_counter()
         return await relay_body(upstream, call, provider=provider.name)
     finally:
+        finished(answered)
         in_flight.dec()
 
 
 async def list_models(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "models"
-    models = request.app[STATE].registry.models()
+    state = request.app[STATE]
+    models = state.registry.models()
     if "anthropic-version" in request.headers:  # an Anthropic client (its SDK always sends the header)
         return json_response(anthropic_model_list(models, request.query), call)
-    return json_response({"object": "list", "data": [m.to_openai() for m in models]}, call)
+    data = [m.to_openai() for m in models]
+    if state.router.active:
+        data += state.router.listed()  # aliases and virtual models, owned_by "gomodel-proxy"
+    return json_response({"object": "list", "data": data}, call)
 
 
 async def get_model(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "models"
     model_id = request.match_info["model_id"]
-    info = request.app[STATE].registry.find(model_id)
+    state = request.app[STATE]
+    info = state.registry.find(model_id)
+    if info is None and state.router.active and "anthropic-version" not in request.headers:
+        named = [m for m in state.router.listed() if m["id"] == model_id]
+        if named:
+            return json_response(named[0], call)
     if info is None:
         raise ModelNotFoundError(
             f"The model '{model_id}' does not exist. List the available models with GET /v1/models.",

@@ -14,6 +14,7 @@ from gomodel_proxy.core.types import CallRecord
 from gomodel_proxy.observability.metrics import Metrics
 from gomodel_proxy.observability.recorder import RequestRecorder
 from gomodel_proxy.routing.model_registry import ModelRegistry
+from gomodel_proxy.routing.router import Router
 
 
 @dataclass(slots=True)
@@ -24,6 +25,8 @@ class GatewayState:
     metrics: Metrics
     recorder: RequestRecorder
     logger: Any
+    #: Aliases, virtual models and failover chains (``router.active`` is False when none is configured).
+    router: Router
     #: Set when shutdown begins: requests cut after the grace period are told so, and logged as such.
     shutting_down: bool = False
     #: Tasks relaying a stream now; those still running when the grace period ends are cancelled.

@@ -27,9 +27,17 @@ CLIENT_KEY = "sk-client-key-should-not-leak-9876543210"
 
 
 def write_config(tmp_path: Path, providers: dict[str, dict[str, Any]], *, server: dict[str, Any] | None = None,
-                 cache: dict[str, Any] | None = None) -> Path:
-    """Write a gateway config file (JSON is YAML) under ``tmp_path`` and return its path."""
+                 cache: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                 failover: str | None = None) -> Path:
+    """Write a gateway config file (JSON is YAML) under ``tmp_path`` and return its path.
+
+    ``extra``: more top-level sections (``models``, ``features``); ``failover``: the text of a
+    ``failover.yaml`` written next to it (where the gateway looks by default).
+    """
+    if failover is not None:
+        (tmp_path / "failover.yaml").write_text(failover, encoding="utf-8")
     document = {
+        **(extra or {}),
         "server": {"host": "127.0.0.1", "port": 8080, **(server or {})},
         "providers": providers,
         "cache": {"dir": str(tmp_path / "cache"), "model_fetch_timeout_s": 3, **(cache or {})},
