@@ -154,7 +154,7 @@ class VirtualModelConfig:
     """A name clients use that the gateway spreads over several targets (``routing.balancer``)."""
 
     targets: list[TargetConfig]
-    strategy: Literal["weighted", "round_robin", "least_in_flight", "lowest_latency"] = "weighted"
+    strategy: Literal["weighted", "weighted_random", "round_robin", "least_in_flight", "lowest_latency"] = "weighted"
 
 
 @dataclass(slots=True)

@@ -9,6 +9,8 @@ microseconds, so trying them costs nothing when every other target failed).
 Strategies:
 - ``weighted``: smooth weighted round robin (nginx's): over any ``sum(weights)`` requests each target gets
   exactly its share, interleaved rather than in runs; deterministic, so its shares are testable.
+- ``weighted_random``: each request draws a target at random in proportion to the weights (no shared
+  state: several gateway instances behind a load balancer need no coordination to keep the shares).
 - ``round_robin``: the available targets in turn.
 - ``least_in_flight``: the target with the fewest requests being answered now (ties: configuration order).
 - ``lowest_latency``: the lowest EWMA of time to first byte (the provider's status line); a target with
@@ -17,6 +19,7 @@ Strategies:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from gomodel_proxy.config.schema import VirtualModelConfig
@@ -44,11 +47,13 @@ class TargetStats:
 
 
 class VirtualModel:
-    def __init__(self, name: str, config: VirtualModelConfig) -> None:
+    def __init__(self, name: str, config: VirtualModelConfig, rng: random.Random | None = None) -> None:
         self.name = name
         self.strategy = config.strategy
         self.targets = [TargetStats(t.model, t.weight) for t in config.targets]
         self._rr = 0
+        # Load spreading, not security: a plain PRNG is what is wanted (and seedable in tests).
+        self._rng = rng or random.Random()  # noqa: S311
 
     def order(self, available: Callable[[str], bool]) -> list[TargetStats]:
         """The targets for one request, best first; ``available(model)`` says whether one can take it now."""
@@ -65,6 +70,8 @@ class VirtualModel:
             chosen = up[self._rr % len(up)]
             self._rr += 1
             return chosen
+        if strategy == "weighted_random":
+            return self._rng.choices(up, weights=[t.weight for t in up])[0]
         if strategy == "least_in_flight":
             return min(up, key=lambda t: t.in_flight)
         if strategy == "lowest_latency":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import random
 
 from gomodel_proxy.config.schema import TargetConfig, VirtualModelConfig
 from gomodel_proxy.routing.balancer import VirtualModel
@@ -82,3 +83,16 @@ def test_ewma_weights_the_newest_sample() -> None:
     t.observe_ttfb(1.0)
     t.observe_ttfb(2.0)
     assert t.ewma_s is not None and abs(t.ewma_s - 1.3) < 1e-9
+
+
+def test_weighted_random_draws_in_proportion_and_skips_unavailable() -> None:
+    model = VirtualModel("smart", VirtualModelConfig(
+        strategy="weighted_random",
+        targets=[TargetConfig(model="a/x", weight=3), TargetConfig(model="b/y", weight=1)],
+    ), rng=random.Random(7))
+    got = collections.Counter(firsts(model, 4000))
+    # 3:1 expected; with 4,000 draws the share of a/x lies within 0.72-0.78 (about 6 standard deviations).
+    assert 0.72 < got["a/x"] / 4000 < 0.78
+    assert set(firsts(model, 50, down=frozenset({"a/x"}))) == {"b/y"}
+    order = model.order(lambda m: True)
+    assert sorted(t.model for t in order) == ["a/x", "b/y"]
