@@ -161,7 +161,7 @@ class VirtualModelConfig:
 class FailoverTriggers:
     """When a request moves on to the next target of its chain."""
 
-    status_codes: list[int] = field(default_factory=lambda: [429, 500, 502, 503, 504])
+    status_codes: list[int] = field(default_factory=lambda: [429, 500, 502, 503, 504, 529])
     #: Time to the status line (the first byte of a stream, the whole answer's head otherwise).
     timeout_ms: float = 30000.0
 

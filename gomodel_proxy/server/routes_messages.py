@@ -11,7 +11,7 @@ provider's and the mid-stream ones).
 from __future__ import annotations
 
 import time
-from typing import cast
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -19,7 +19,9 @@ from aiohttp import web
 from gomodel_proxy.core.errors import GatewayError, InvalidRequestError, anthropic_error_type
 from gomodel_proxy.core.interfaces import API_MESSAGES, MessagesProvider, Provider, UpstreamResponse
 from gomodel_proxy.core.types import CallRecord, Usage
-from gomodel_proxy.server.inbound import read_json_object, resolve_model
+from gomodel_proxy.routing.executor import finished, send_with_failover
+from gomodel_proxy.routing.router import Candidate
+from gomodel_proxy.server.inbound import read_json_object, resolve_model, resolve_plan
 from gomodel_proxy.server.middlewares import overhead_header
 from gomodel_proxy.server.relay import is_event_stream, json_response, passed_headers, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
@@ -58,21 +60,38 @@ async def create_message(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "messages"
     body, size = await read_json_object(request)
-    provider = resolve_model(request, body, call)
+    provider, plan = resolve_plan(request, body, call)
     stream = body.get("stream") is True
     call.stream = stream
-    native = _native(provider)
     stop_sequences = body.get("stop_sequences") if isinstance(body.get("stop_sequences"), list) else None
-    chat_body = None if native is not None else messages_to_chat(body, include_usage=provider.injects_stream_usage)
-    in_flight = request.app[STATE].metrics.in_flight_child(call.endpoint)
+    client_headers = _client_headers(request)
+    state = request.app[STATE]
+    in_flight = state.metrics.in_flight_child(call.endpoint)
     in_flight.inc()
+    answered: Candidate | None = None
     try:
-        call.upstream_started = time.perf_counter()
-        if native is not None:
-            upstream = await native.messages(body, stream=stream, headers=_client_headers(request))
+        if plan is None:
+            native = _native(provider)
+            chat_body = None if native is not None else \
+                messages_to_chat(body, include_usage=provider.injects_stream_usage)
+            call.upstream_started = time.perf_counter()
+            if native is not None:
+                upstream = await native.messages(body, stream=stream, headers=client_headers)
+            else:
+                assert chat_body is not None
+                upstream = await provider.chat_completions(chat_body, stream=stream)
         else:
-            assert chat_body is not None
-            upstream = await provider.chat_completions(chat_body, stream=stream)
+            call.upstream_started = time.perf_counter()
+            natives: list[MessagesProvider | None] = [None]
+
+            async def send(target: Candidate) -> UpstreamResponse:
+                # Each target gets its own copy: natively when its provider speaks Messages, else through chat.
+                natives[0] = _native(target.provider)
+                attempt = {**body, "model": target.model}
+                return await _attempt(target.provider, natives[0], attempt, stream, client_headers)
+
+            answered, upstream = await send_with_failover(state.router, call, plan, send)
+            provider, native = answered.provider, natives[0]
         call.upstream_answered_at = time.perf_counter()
         if stream and upstream.status == 200 and is_event_stream(upstream):
             tap = MessagesStreamTap() if native is not None else \
@@ -85,7 +104,17 @@ async def create_message(request: web.Request) -> web.StreamResponse:
         return await _relay_translated_body(upstream, call, provider=provider.name, stream=stream,
                                             stop_sequences=stop_sequences)
     finally:
+        finished(answered)
         in_flight.dec()
+
+
+async def _attempt(provider: Provider, native: MessagesProvider | None, body: dict[str, Any], stream: bool,
+                   client_headers: dict[str, str]) -> UpstreamResponse:
+    """One provider's answer to ``body`` (its ``model`` already the provider's): native, or through chat."""
+    if native is not None:
+        return await native.messages(body, stream=stream, headers=client_headers)
+    chat_body = messages_to_chat(body, include_usage=provider.injects_stream_usage)
+    return await provider.chat_completions(chat_body, stream=stream)
 
 
 async def count_tokens(request: web.Request) -> web.StreamResponse:

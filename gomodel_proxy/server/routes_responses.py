@@ -21,9 +21,11 @@ import orjson
 from aiohttp import web
 
 from gomodel_proxy.core.errors import GatewayError, InvalidRequestError, NotFoundError
-from gomodel_proxy.core.interfaces import API_RESPONSES, Provider, ResponsesProvider
+from gomodel_proxy.core.interfaces import API_RESPONSES, Provider, ResponsesProvider, UpstreamResponse
 from gomodel_proxy.core.types import CallRecord, Usage
-from gomodel_proxy.server.inbound import read_json_object, resolve_model
+from gomodel_proxy.routing.executor import finished, send_with_failover
+from gomodel_proxy.routing.router import Candidate
+from gomodel_proxy.server.inbound import read_json_object, resolve_plan
 from gomodel_proxy.server.middlewares import overhead_header
 from gomodel_proxy.server.relay import is_event_stream, json_response, passed_headers, relay_body, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
@@ -149,20 +151,52 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     call = call_of(request)
     call.endpoint = "responses"
     body, size = await read_json_object(request)
-    provider = resolve_model(request, body, call)
+    provider, plan = resolve_plan(request, body, call)
     stream = body.get("stream") is True
     call.stream = stream
     state = request.app[RESPONSES]
     previous = await _previous(state, body, provider)
+    if plan is not None and "previous_response_id" in body and (previous is None or previous.native):
+        # A conversation stored at the provider continues there only: no other target can answer it.
+        plan = [c for c in plan if c.provider is provider]
     native = _native(provider) if previous is None or previous.native else None
+    history = await state.store.history(previous.id) if previous is not None and not previous.native else None
     in_flight = request.app[STATE].metrics.in_flight_child(call.endpoint)
     in_flight.inc()
+    answered: Candidate | None = None
     try:
+        if plan is None:
+            chat_body = None if native is not None else \
+                responses_to_chat(body, history, include_usage=provider.injects_stream_usage)
+            call.upstream_started = time.perf_counter()
+            if native is not None:
+                upstream = await native.responses(body, stream=stream)
+            else:
+                assert chat_body is not None
+                upstream = await provider.chat_completions(chat_body, stream=stream)
+        else:
+            call.upstream_started = time.perf_counter()
+            natives: list[ResponsesProvider | None] = [None]
+            converted_only = previous is not None and not previous.native
+
+            async def send(target: Candidate) -> UpstreamResponse:
+                # Each target gets its own copy: natively when its provider has the Responses API (and the
+                # conversation, if any, is not the gateway's), else through chat.
+                natives[0] = None if converted_only else _native(target.provider)
+                attempt = {**body, "model": target.model}
+                if natives[0] is not None:
+                    return await natives[0].responses(attempt, stream=stream)
+                chat_body = responses_to_chat(attempt, history, include_usage=target.provider.injects_stream_usage)
+                return await target.provider.chat_completions(chat_body, stream=stream)
+
+            answered, upstream = await send_with_failover(request.app[STATE].router, call, plan, send)
+            native = natives[0]
+        call.upstream_answered_at = time.perf_counter()
         if native is not None:
-            return await _create_native(request, native, body, call, size=size, state=state)
-        history = await state.store.history(previous.id) if previous is not None else None
-        return await _create_converted(request, provider, body, call, size=size, state=state, history=history)
+            return await _relay_native(request, upstream, body, call, size=size, state=state)
+        return await _relay_converted(request, upstream, body, call, size=size, state=state, history=history)
     finally:
+        finished(answered)
         in_flight.dec()
 
 
@@ -190,13 +224,11 @@ async def _previous(state: ResponsesState, body: dict[str, Any], provider: Provi
     return record
 
 
-async def _create_native(request: web.Request, provider: ResponsesProvider, body: dict[str, Any], call: CallRecord,
-                         *, size: int, state: ResponsesState) -> web.StreamResponse:
+async def _relay_native(request: web.Request, upstream: UpstreamResponse, body: dict[str, Any], call: CallRecord,
+                        *, size: int, state: ResponsesState) -> web.StreamResponse:
+    """A Responses provider's answer, byte for byte; its response id remembered as that provider's."""
     stream = call.stream
     remember = body.get("store") is not False
-    call.upstream_started = time.perf_counter()
-    upstream = await provider.responses(body, stream=stream)
-    call.upstream_answered_at = time.perf_counter()
     if stream and upstream.status == 200 and is_event_stream(upstream):
         tap = ResponsesStreamTap()
 
@@ -224,11 +256,11 @@ def _id_of(raw: bytes) -> str | None:
     return rid if isinstance(rid, str) and rid else None
 
 
-async def _create_converted(request: web.Request, provider: Provider, body: dict[str, Any], call: CallRecord, *,
-                            size: int, state: ResponsesState,
-                            history: list[dict[str, Any]] | None) -> web.StreamResponse:
+async def _relay_converted(request: web.Request, upstream: UpstreamResponse, body: dict[str, Any],
+                           call: CallRecord, *, size: int, state: ResponsesState,
+                           history: list[dict[str, Any]] | None) -> web.StreamResponse:
+    """A chat answer converted to a Responses one, stored by the gateway (unless ``store: false``)."""
     stream = call.stream
-    chat_body = responses_to_chat(body, history, include_usage=provider.injects_stream_usage)
     conversation = [*(history or []), *input_items(body)]
     ctx = ResponseContext(response_id=new_response_id(), created_at=int(time.time()), model=call.model, request=body)
     store = state if body.get("store") is not False else None
@@ -238,9 +270,6 @@ async def _create_converted(request: web.Request, provider: Provider, body: dict
         return StoredResponse(id=ctx.response_id, provider=call.provider, model=call.model, response=response,
                               items=[*conversation, *output])
 
-    call.upstream_started = time.perf_counter()
-    upstream = await provider.chat_completions(chat_body, stream=stream)
-    call.upstream_answered_at = time.perf_counter()
     if stream and upstream.status == 200 and is_event_stream(upstream):
         translator = ChatToResponsesStream(ctx)
         storing = _Storing(translator, store,
