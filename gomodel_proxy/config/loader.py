@@ -80,6 +80,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     # Schema and semantic problems are reported together, so that one edit fixes them all.
     problems = builder.problems + _check_semantics(config, builder, raw, from_env)
     problems += _check_models(config, builder, raw)
+    problems += _check_pricing(config, builder, raw, Path(path).parent if path is not None else Path.cwd())
     if config.features.failover and path is not None:
         folder = Path(path).parent
         failover_path = folder / (config.failover_file or "failover.yaml")
@@ -183,6 +184,28 @@ def _check_models(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> 
                     f"{at}{'.' + sub if sub else ''}: '{target}' must be 'provider/model' with a configured "
                     f"provider{hint}; fix the target"
                 )
+    return problems
+
+
+def _check_pricing(config: Config, builder: _Builder, raw: Mapping[str, Any], folder: Path) -> list[str]:
+    """``pricing``: inline ids name a provider type; ``pricing.file`` exists and is a valid price file.
+
+    ``pricing.file`` is stored resolved (relative to the configuration's folder) for ``billing.pricing``.
+    """
+    from gomodel_proxy.billing.pricing import load_price_file, split_inline_id  # noqa: PLC0415 - import cycle
+
+    problems: list[str] = []
+    section = raw.get("pricing")
+    nodes = section.get("models") if isinstance(section, Mapping) else None
+    for key in config.pricing.models:
+        _, problem = split_inline_id(key)
+        if problem:
+            problems.append(f"{builder.where(nodes, key, f'pricing.models.{key}')}: pricing.models.{key}: {problem}")
+    if config.pricing.file and "pricing.file" not in builder.bad_paths:
+        file = Path(config.pricing.file)
+        config.pricing.file = str(file if file.is_absolute() else folder / file)
+        _, file_problems = load_price_file(Path(config.pricing.file))
+        problems += file_problems
     return problems
 
 

@@ -137,6 +137,22 @@ class CacheConfig:
 
 
 @dataclass(slots=True)
+class DatabaseConfig:
+    """Where keys, users, teams, budgets and usage records live (``gomodel_proxy.storage.database``).
+
+    ``url``: ``sqlite+aiosqlite:///path/to/file.db`` (embedded) or
+    ``postgresql+asyncpg://user:password@host:5432/dbname``. Empty: the SQLite file ``gomodel.db`` in
+    ``cache.dir``. It is a secret (it may carry a password): check-config shows a tag, never the value.
+    """
+
+    url: str = field(default="", metadata={"secret": True})
+    #: Connections kept open per gateway process (PostgreSQL; SQLite file databases too).
+    pool_size: int = field(default=5, metadata={"min": 1, "max": 200})
+    #: Connections opened beyond ``pool_size`` under load, closed again when returned.
+    max_overflow: int = field(default=10, metadata={"min": 0, "max": 1000})
+
+
+@dataclass(slots=True)
 class AuditConfig:
     backend: Literal["noop"] = "noop"
 
@@ -177,12 +193,36 @@ class FailoverSettings:
 
 
 @dataclass(slots=True)
+class ModelPriceConfig:
+    """The price of one model in USD per million tokens (``billing.pricing``); a price left out of
+    ``cached_input``/``cache_write`` is the ``input`` price, of ``reasoning`` the ``output`` price."""
+
+    input: float = field(metadata={"min": 0})
+    output: float = field(metadata={"min": 0})
+    cached_input: float | None = field(default=None, metadata={"min": 0})
+    cache_write: float | None = field(default=None, metadata={"min": 0})
+    reasoning: float | None = field(default=None, metadata={"min": 0})
+
+
+@dataclass(slots=True)
+class PricingConfig:
+    """Overrides of the price table shipped with the gateway: ``inline models > file > shipped``."""
+
+    #: A YAML price file merged over the shipped table (the shipped file's format: ``prices: {type:
+    #: {model: {input, output, ...}}}``); relative to this file's folder.
+    file: str = ""
+    #: ``provider_type/model`` (e.g. ``openai/gpt-4o``, ``openai_compatible/llama-3.1-8b``) -> its price.
+    models: dict[str, ModelPriceConfig] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     #: Aliases (``fast: groq/llama-3.3-70b-versatile``) and virtual models (``{strategy, targets}``).
     models: dict[str, str | VirtualModelConfig] = field(default_factory=dict)
@@ -191,5 +231,7 @@ class Config:
     failover_file: str = ""
     #: The failover file once loaded (not a YAML key of this file).
     failover: FailoverSettings | None = field(default=None, metadata={"internal": True})
+    #: Prices overriding the shipped table (``billing.pricing``).
+    pricing: PricingConfig = field(default_factory=PricingConfig)
     #: Where the configuration came from (for messages); not a YAML key.
     source: str = field(default="<defaults>", metadata={"internal": True})

@@ -16,6 +16,9 @@ class Usage:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    #: Input tokens written to a prompt cache (Anthropic's ``cache_creation_input_tokens``), part of
+    #: ``input_tokens`` like ``cached_tokens`` (reads) are; billed at the provider's cache-write price.
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -35,11 +38,13 @@ class Usage:
         prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
         completion_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
         cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+        written = _int(prompt_details.get("cache_write_tokens")) if isinstance(prompt_details, dict) else 0
+        written = written or _int(usage.get("cache_write_tokens"))
         reasoning = (
             _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
         )
         return cls(input_tokens=prompt, output_tokens=completion, cached_tokens=cached, reasoning_tokens=reasoning,
-                   estimated=usage.get("estimated") is True)
+                   estimated=usage.get("estimated") is True, cache_write_tokens=written)
 
 
 def _int(value: Any) -> int:

@@ -31,7 +31,9 @@ def usage_from_anthropic(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     fresh, read, written, output = (_int(usage.get(k)) for k in _USAGE_KEYS)
-    return Usage(input_tokens=fresh + read + written, output_tokens=output, cached_tokens=read)
+    return Usage(
+        input_tokens=fresh + read + written, output_tokens=output, cached_tokens=read, cache_write_tokens=written
+    )
 
 
 def _int(value: Any) -> int:

@@ -398,7 +398,8 @@ def test_cache_tokens_count_as_prompt_tokens() -> None:
     usage = anthropic_response_to_chat(body)["usage"]
     assert usage == {"prompt_tokens": 125, "completion_tokens": 7, "total_tokens": 132,
                      "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 20}}
-    assert Usage.from_openai(usage) == Usage(input_tokens=125, output_tokens=7, cached_tokens=100)
+    assert Usage.from_openai(usage) == Usage(input_tokens=125, output_tokens=7, cached_tokens=100,
+                                             cache_write_tokens=20)
 
 
 @pytest.mark.parametrize(("stop_reason", "finish"), [
