@@ -62,6 +62,12 @@ async def relay_body(
         if usage_in_body:
             call.usage = extract_usage(raw)
         content_type = upstream.headers.get("Content-Type", "application/json")
+    return answer(upstream, call, status, raw, content_type)
+
+
+def answer(upstream: UpstreamResponse, call: CallRecord, status: int, body: bytes,
+           content_type: str = "application/json") -> web.Response:
+    """A whole answer to the client: the provider's helpful headers, the gateway's own, and ``body``."""
     call.first_byte_at = time.perf_counter()
     headers = passed_headers(upstream)
     headers["Content-Type"] = content_type
@@ -70,7 +76,7 @@ async def relay_body(
     if call.provider:
         headers["X-GoModel-Provider"] = call.provider
         headers["X-GoModel-Model"] = call.model
-    return web.Response(status=status, body=raw, headers=headers)
+    return web.Response(status=status, body=body, headers=headers)
 
 
 async def relay_stream(

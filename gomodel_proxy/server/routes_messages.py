@@ -22,8 +22,7 @@ from gomodel_proxy.core.types import CallRecord, Usage
 from gomodel_proxy.routing.executor import finished, send_with_failover
 from gomodel_proxy.routing.router import Candidate
 from gomodel_proxy.server.inbound import read_json_object, resolve_model, resolve_plan
-from gomodel_proxy.server.middlewares import overhead_header
-from gomodel_proxy.server.relay import is_event_stream, json_response, passed_headers, relay_stream
+from gomodel_proxy.server.relay import answer, is_event_stream, json_response, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.translators.messages_chat import (
     ChatToMessagesStream,
@@ -146,17 +145,6 @@ async def _read(upstream: UpstreamResponse, call: CallRecord) -> bytes:
     return raw
 
 
-def _body_response(upstream: UpstreamResponse, call: CallRecord, status: int, body: bytes,
-                   content_type: str = "application/json") -> web.Response:
-    call.first_byte_at = time.perf_counter()
-    headers = passed_headers(upstream)
-    headers["Content-Type"] = content_type
-    headers["X-Request-ID"] = call.request_id
-    headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
-    if call.provider:
-        headers["X-GoModel-Provider"] = call.provider
-        headers["X-GoModel-Model"] = call.model
-    return web.Response(status=status, body=body, headers=headers)
 
 
 async def _relay_native_body(
@@ -167,14 +155,14 @@ async def _relay_native_body(
     status = upstream.status
     if status >= 400:
         call.outcome = "upstream_error"
-        return _body_response(upstream, call, status, anthropic_error_body(raw, status, provider))
+        return answer(upstream, call, status, anthropic_error_body(raw, status, provider))
     if usage_in_body:
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             parsed = None
         call.usage = usage_from_anthropic(parsed.get("usage")) if isinstance(parsed, dict) else None
-    return _body_response(upstream, call, status, raw, upstream.headers.get("Content-Type", "application/json"))
+    return answer(upstream, call, status, raw, upstream.headers.get("Content-Type", "application/json"))
 
 
 async def _relay_translated_body(
@@ -187,7 +175,7 @@ async def _relay_translated_body(
         call.outcome = "upstream_error"
         error = orjson.loads(normalize_error_body(raw, status, provider))["error"]
         payload = {"type": "error", "error": {"type": anthropic_error_type(status), "message": error["message"]}}
-        return _body_response(upstream, call, status, orjson.dumps(payload))
+        return answer(upstream, call, status, orjson.dumps(payload))
     try:
         chat = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -199,8 +187,8 @@ async def _relay_translated_body(
     call.usage = Usage.from_openai(chat.get("usage"))
     message = chat_to_message(chat, model=call.model, stop_sequences=stop_sequences)
     if stream:
-        return _body_response(upstream, call, status, message_to_events(message), "text/event-stream")
-    return _body_response(upstream, call, status, orjson.dumps(message))
+        return answer(upstream, call, status, message_to_events(message), "text/event-stream")
+    return answer(upstream, call, status, orjson.dumps(message))
 
 
 def add_routes(app: web.Application) -> None:

@@ -26,8 +26,7 @@ from gomodel_proxy.core.types import CallRecord, Usage
 from gomodel_proxy.routing.executor import finished, send_with_failover
 from gomodel_proxy.routing.router import Candidate
 from gomodel_proxy.server.inbound import read_json_object, resolve_plan
-from gomodel_proxy.server.middlewares import overhead_header
-from gomodel_proxy.server.relay import is_event_stream, json_response, passed_headers, relay_body, relay_stream
+from gomodel_proxy.server.relay import answer, is_event_stream, json_response, relay_body, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.storage.responses import ResponseStore, SQLiteResponseStore, StoredResponse
 from gomodel_proxy.translators.responses_chat import (
@@ -284,7 +283,7 @@ async def _relay_converted(request: web.Request, upstream: UpstreamResponse, bod
     status = upstream.status
     if status >= 400:
         call.outcome = "upstream_error"
-        return _answer(upstream, call, status, normalize_error_body(raw, status, call.provider))
+        return answer(upstream, call, status, normalize_error_body(raw, status, call.provider))
     try:
         chat = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -305,21 +304,10 @@ async def _relay_converted(request: web.Request, upstream: UpstreamResponse, bod
     if store is not None:
         await store.save(record(response))
     if stream:
-        return _answer(upstream, call, 200, events, "text/event-stream")
-    return _answer(upstream, call, 200, orjson.dumps(response))
+        return answer(upstream, call, 200, events, "text/event-stream")
+    return answer(upstream, call, 200, orjson.dumps(response))
 
 
-def _answer(upstream: Any, call: CallRecord, status: int, body: bytes,
-            content_type: str = "application/json") -> web.Response:
-    call.first_byte_at = time.perf_counter()
-    headers = passed_headers(upstream)
-    headers["Content-Type"] = content_type
-    headers["X-Request-ID"] = call.request_id
-    headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
-    if call.provider:
-        headers["X-GoModel-Provider"] = call.provider
-        headers["X-GoModel-Model"] = call.model
-    return web.Response(status=status, body=body, headers=headers)
 
 
 async def _stored(request: web.Request, call: CallRecord) -> tuple[str, StoredResponse, ResponsesProvider | None]:
