@@ -8,8 +8,12 @@ above this module wraps its calls.
 from __future__ import annotations
 
 import time
+from typing import Any
+
+import orjson
 
 from gomodel_proxy.config.schema import ProviderConfig
+from gomodel_proxy.core.errors import GatewayError
 from gomodel_proxy.httpclient import HttpClient, Response
 from gomodel_proxy.httpclient.client import HeaderItems
 from gomodel_proxy.llmclient import BEARER, AuthScheme, Keyring, LLMClient
@@ -57,3 +61,24 @@ def make_llm_client(
         make_client(name, config, headers=headers), keyring, retry=config.retry, breaker=config.circuit_breaker,
         logger=logger,
     )
+
+
+async def read_model_page(response: Response, provider: str, list_key: str) -> dict[str, Any]:
+    """A provider's model-list page, read whole and checked: a JSON object whose ``list_key`` is a list.
+
+    Every remote provider lists its models this way (with its own key: ``data`` or ``models``); a failure
+    names the provider and is shown as that provider's model-list status on ``/ready``.
+    """
+    try:
+        raw = await response.read()
+    finally:
+        response.release()
+    if response.status != 200:
+        raise GatewayError(f"listing models of '{provider}' failed with HTTP {response.status}")
+    try:
+        page = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        page = None
+    if not isinstance(page, dict) or not isinstance(page.get(list_key, []), list):
+        raise GatewayError(f"provider '{provider}' answered its model list in an unknown shape")
+    return page

@@ -15,7 +15,7 @@ from gomodel_proxy.core.interfaces import API_MESSAGES, PassthroughBody, Upstrea
 from gomodel_proxy.core.types import ModelInfo
 from gomodel_proxy.httpclient import encode_headers
 from gomodel_proxy.llmclient import AuthScheme, LLMClient
-from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client
+from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client, read_model_page
 from gomodel_proxy.providers.translated import ReadyBody, TranslatedStream
 from gomodel_proxy.translators.anthropic_chat import (
     AnthropicToChatStream,
@@ -151,17 +151,8 @@ class AnthropicProvider:
     async def _models_page(self, after: str) -> dict[str, Any]:
         path = b"/models?limit=1000" + (b"&after_id=" + quote(after, safe="").encode() if after else b"")
         response = await self._send(b"GET", path, self._default_version, None)
-        try:
-            raw = await response.read()
-        finally:
-            response.release()
-        if response.status != 200:
-            raise GatewayError(f"listing models of '{self.name}' failed with HTTP {response.status}")
-        try:
-            page = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            page = None
-        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+        page = await read_model_page(response, self.name, "data")
+        if not isinstance(page.get("data"), list):
             raise GatewayError(f"provider '{self.name}' answered its model list in an unknown shape")
         return page
 

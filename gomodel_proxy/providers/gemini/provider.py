@@ -19,7 +19,7 @@ from gomodel_proxy.core.errors import GatewayError
 from gomodel_proxy.core.interfaces import PassthroughBody, UpstreamResponse
 from gomodel_proxy.core.types import ModelInfo
 from gomodel_proxy.llmclient import AuthScheme, LLMClient
-from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client
+from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client, read_model_page
 from gomodel_proxy.providers.translated import ReadyBody, TranslatedStream
 from gomodel_proxy.translators.gemini_chat import (
     GeminiToChatStream,
@@ -106,19 +106,7 @@ class GeminiProvider:
         token = ""
         for _ in range(_MAX_PAGES):
             path = f"/models?pageSize={_PAGE_SIZE}" + (f"&pageToken={quote(token, safe='')}" if token else "")
-            response = await self._request(b"GET", path, None)
-            try:
-                raw = await response.read()
-            finally:
-                response.release()
-            if response.status != 200:
-                raise GatewayError(f"listing models of '{self.name}' failed with HTTP {response.status}")
-            try:
-                page = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                page = None
-            if not isinstance(page, dict) or not isinstance(page.get("models", []), list):
-                raise GatewayError(f"provider '{self.name}' answered its model list in an unknown shape")
+            page = await read_model_page(await self._request(b"GET", path, None), self.name, "models")
             for item in page.get("models", []):
                 name = item.get("name") if isinstance(item, dict) else None
                 if isinstance(name, str) and name:

@@ -12,7 +12,7 @@ from gomodel_proxy.core.errors import GatewayError
 from gomodel_proxy.core.interfaces import API_CHAT, API_RESPONSES, PassthroughBody
 from gomodel_proxy.core.types import ModelInfo
 from gomodel_proxy.llmclient import BEARER, LLMClient
-from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client
+from gomodel_proxy.providers.http import HttpUpstreamResponse, make_llm_client, read_model_page
 
 _JSON_BODY = b"Content-Type: application/json\r\n"
 _CHAT_PATH = b"/chat/completions"
@@ -64,17 +64,8 @@ class OpenAICompatibleProvider:
     async def list_models(self) -> list[ModelInfo]:
         if self._config.models:
             return [ModelInfo(id=m, provider=self.name) for m in self._config.models]
-        response = await self._client.request(b"GET", _MODELS_PATH)
-        try:
-            raw = await response.read()
-        finally:
-            response.release()
-        if response.status != 200:
-            raise GatewayError(f"listing models of '{self.name}' failed with HTTP {response.status}")
-        try:
-            data = orjson.loads(raw).get("data")
-        except (orjson.JSONDecodeError, AttributeError):
-            data = None
+        page = await read_model_page(await self._client.request(b"GET", _MODELS_PATH), self.name, "data")
+        data = page.get("data")
         if not isinstance(data, list):
             raise GatewayError(f"provider '{self.name}' answered its model list in an unknown shape")
         models = []
