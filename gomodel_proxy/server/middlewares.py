@@ -76,8 +76,16 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def speaks_anthropic(request: web.Request) -> bool:
-    """Whether the client speaks Anthropic's API: its errors then take Anthropic's shape."""
-    return request.path.startswith(ANTHROPIC_PATH_PREFIX)
+    """Whether the client speaks Anthropic's API: its errors then take Anthropic's shape.
+
+    That is ``/v1/messages``, and the pass-through of an Anthropic provider (``/{name}/...``), where the
+    client is an Anthropic SDK too. Only asked on the error path.
+    """
+    path = request.path
+    if path.startswith(ANTHROPIC_PATH_PREFIX):
+        return True
+    provider = request.app[STATE].providers.get(path[1:].partition("/")[0])
+    return provider is not None and provider.kind == "anthropic"
 
 
 #: Routes of Anthropic's Messages API (``/v1/messages``, ``/v1/messages/count_tokens``).

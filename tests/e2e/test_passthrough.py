@@ -347,6 +347,9 @@ async def test_master_key_required(gw: Gateway) -> None:
     assert json.loads(body)["error"]["code"] == "invalid_api_key"
     async with aiohttp.ClientSession() as session, session.get(gw.url + "/anthropic/v1/models") as resp:
         assert resp.status == 401
+        # An Anthropic SDK at /anthropic gets the gateway's own errors in Anthropic's shape.
+        error = await resp.json()
+        assert error["type"] == "error" and error["error"]["type"] == "authentication_error"
 
 
 async def test_hop_by_hop_headers_dropped_both_ways(gw: Gateway, mocks: dict[str, MockUpstream]) -> None:
