@@ -81,6 +81,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     problems = builder.problems + _check_semantics(config, builder, raw, from_env)
     problems += _check_models(config, builder, raw)
     problems += _check_pricing(config, builder, raw, Path(path).parent if path is not None else Path.cwd())
+    problems += _check_governance(config, builder, raw)
     if config.features.failover and path is not None:
         folder = Path(path).parent
         failover_path = folder / (config.failover_file or "failover.yaml")
@@ -206,6 +207,49 @@ def _check_pricing(config: Config, builder: _Builder, raw: Mapping[str, Any], fo
         config.pricing.file = str(file if file.is_absolute() else folder / file)
         _, file_problems = load_price_file(Path(config.pricing.file))
         problems += file_problems
+    return problems
+
+
+def _check_governance(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> list[str]:
+    """``database.url`` and ``redis.url`` are usable URLs; the admin API has a master key; a JWT issuer
+    has keys to verify with. Secret values are never shown."""
+    from gomodel_proxy.storage.database import check_url  # noqa: PLC0415 - import cycle
+
+    problems: list[str] = []
+
+    def node(*keys: str) -> Any:
+        cur: Any = raw
+        for k in keys:
+            cur = cur.get(k) if isinstance(cur, Mapping) else None
+        return cur
+
+    if config.database.url and "database.url" not in builder.bad_paths:
+        problem = check_url(config.database.url)
+        if problem:
+            problems.append(f"{builder.where(node('database'), 'url', 'database.url')}: database.url: {problem}")
+    url = config.redis.url
+    if url and "redis.url" not in builder.bad_paths and not re.match(r"^(redis|rediss|unix)://", url):
+        problems.append(
+            f"{builder.where(node('redis'), 'url', 'redis.url')}: redis.url: not a Redis URL (not shown: it may "
+            "hold a password); write it as redis://[:password@]host:6379/0"
+        )
+    if config.features.admin_api and not config.server.master_key:
+        problems.append(
+            f"{builder.where(node('features'), 'admin_api', 'features.admin_api')}: features.admin_api: the admin "
+            "API needs a master key; set server.master_key (or GOMODEL_MASTER_KEY), or turn admin_api off"
+        )
+    jwt = config.auth.jwt
+    if jwt is not None and "auth.jwt" not in builder.bad_paths:
+        where = builder.where(node("auth"), "jwt", "auth.jwt")
+        if bool(jwt.jwks_url) == bool(jwt.public_key):
+            problems.append(
+                f"{where}: auth.jwt: set exactly one of jwks_url (the issuer's JWKS address) and public_key "
+                "(PEM text or the path of a PEM file)"
+            )
+        elif jwt.jwks_url and not re.match(r"^https?://[^/\s]+", jwt.jwks_url):
+            problems.append(f"{where}: auth.jwt.jwks_url: '{jwt.jwks_url}' is not an http(s) URL")
+        if not jwt.algorithms:
+            problems.append(f"{where}: auth.jwt.algorithms: list at least one of RS256, ES256, ...")
     return problems
 
 
@@ -401,7 +445,8 @@ class _Builder:
             self._problem(parent, key, label, f"expected a mapping of settings, got {self._kind(value)}")
             value = {}
         hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp) if not f.metadata.get("internal")}
+        # A field's YAML key is its name, or ``metadata["key"]`` where the name is a Python keyword.
+        fields = {f.metadata.get("key", f.name): f for f in dataclasses.fields(tp) if not f.metadata.get("internal")}
         kwargs: dict[str, Any] = {}
         for name, item in value.items():
             sub = f"{path}.{name}" if path else str(name)
@@ -416,7 +461,7 @@ class _Builder:
             outer_secret = self._secret  # inside a secret list (api_keys), every field stays secret
             self._secret = outer_secret or bool(meta.get("secret"))
             try:
-                built = self.build(hints[name], item, sub, value, name)
+                built = self.build(hints[fields[name].name], item, sub, value, name)
             finally:
                 self._secret = outer_secret
             if isinstance(built, (int, float)) and not isinstance(built, bool) and sub not in self.bad_paths:
@@ -424,10 +469,10 @@ class _Builder:
                     self._problem(value, name, sub, f"must be at least {meta['min']}, got {built}")
                 if "max" in meta and built > meta["max"]:
                     self._problem(value, name, sub, f"must be at most {meta['max']}, got {built}")
-            kwargs[name] = built
+            kwargs[fields[name].name] = built
         for name, f in fields.items():
             no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if name not in kwargs and no_default:
+            if f.name not in kwargs and no_default:
                 if label in self.bad_paths:  # not a mapping at all: reported already
                     return None
                 hint = ""

@@ -34,11 +34,19 @@ class ServerConfig:
 class FeaturesConfig:
     """The architecture's feature switches; those whose component is not built yet must stay off."""
 
+    #: The request chain (auth's model check, rate limits, budgets); off: none of it runs.
     middleware: bool = True
     guardrails: bool = True
     audit_logging: bool = False
+    #: ``/admin/*`` (needs ``server.master_key``: the admin API is never open).
     admin_api: bool = False
     failover: bool = True
+    #: RPM/TPM limits of keys, users, teams and the gateway (``rate_limits``).
+    rate_limiting: bool = True
+    #: Spend caps of keys, users, teams and the gateway (admin API ``/admin/budgets``).
+    budgets: bool = True
+    #: One usage record per API request in the database (``usage``).
+    usage_tracking: bool = True
 
 
 @dataclass(slots=True)
@@ -153,6 +161,92 @@ class DatabaseConfig:
 
 
 @dataclass(slots=True)
+class RedisConfig:
+    """Shared state for several gateway instances: rate-limit buckets and budget counters.
+
+    ``url`` empty: both live in this process's memory (exact for one instance only).
+    """
+
+    url: str = field(default="", metadata={"secret": True})
+    #: Prefix of every key the gateway writes, so that instances of other gateways can share a server.
+    key_prefix: str = "gomodel:"
+    #: The longest a limiter command may take before Redis counts as unreachable.
+    timeout_ms: float = field(default=250.0, metadata={"min": 1})
+    #: What a request meets while Redis is unreachable: ``open`` lets it through unlimited (and logs
+    #: it), ``closed`` refuses it with 503. Either way the gateway retries Redis after ``retry_s``.
+    on_failure: Literal["open", "closed"] = "open"
+    retry_s: float = field(default=1.0, metadata={"min": 0.01})
+
+
+@dataclass(slots=True)
+class JWTConfig:
+    """Tokens from an identity provider accepted in place of a key (``Authorization: Bearer <jwt>``).
+
+    Verified with ``public_key`` (PEM text or a path to a PEM file) or the keys at ``jwks_url``; only
+    the asymmetric ``algorithms`` listed are accepted (``none`` and HMAC never).
+    """
+
+    issuer: str
+    audience: str = ""
+    jwks_url: str = ""
+    public_key: str = field(default="", metadata={"secret": True})
+    algorithms: list[Literal["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]] = field(
+        default_factory=lambda: ["RS256", "ES256"]
+    )
+    #: The claim naming the user, and the one naming the team (dotted paths into nested claims work).
+    user_claim: str = "sub"
+    team_claim: str = "team"
+    #: A claim whose value ``true`` (or a list containing ``admin``) grants the admin API ("": never).
+    admin_claim: str = ""
+    leeway_s: float = field(default=30.0, metadata={"min": 0})
+    jwks_refresh_s: float = field(default=600.0, metadata={"min": 1})
+
+
+@dataclass(slots=True)
+class AuthConfig:
+    jwt: JWTConfig | None = None
+    #: How often each instance reads key, user and team changes from the database (a change made on
+    #: this instance applies at once; on the others within this time).
+    refresh_s: float = field(default=2.0, metadata={"min": 0.05})
+
+
+@dataclass(slots=True)
+class RateLimitPair:
+    #: Requests per minute (0: no limit).
+    rpm: int = field(default=0, metadata={"min": 0})
+    #: Tokens (input + output) per minute (0: no limit).
+    tpm: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass(slots=True)
+class RateLimitsConfig:
+    """Token buckets refilled continuously: a limit of ``rpm`` holds ``rpm`` requests, refilled at
+    ``rpm`` a minute. Keys, users and teams set their own through the admin API."""
+
+    #: Applied to every key that sets none of its own.
+    default_key: RateLimitPair = field(default_factory=RateLimitPair)
+    #: All traffic through the gateway together (over every instance sharing Redis).
+    global_: RateLimitPair = field(default_factory=RateLimitPair, metadata={"key": "global"})
+
+
+@dataclass(slots=True)
+class BudgetsConfig:
+    #: Output tokens reserved against a budget when a request sets no ``max_tokens`` (its answer may
+    #: cost more than that: set ``max_tokens`` for an exact bound).
+    default_output_tokens: int = field(default=1024, metadata={"min": 1})
+
+
+@dataclass(slots=True)
+class UsageConfig:
+    """The usage writer: records queue in memory and go to the database in batches."""
+
+    batch_size: int = field(default=500, metadata={"min": 1, "max": 100_000})
+    flush_interval_ms: float = field(default=200.0, metadata={"min": 1})
+    #: Where records wait while the database is down (replayed when it is back); "": ``cache.dir``.
+    spool_dir: str = ""
+
+
+@dataclass(slots=True)
 class AuditConfig:
     backend: Literal["noop"] = "noop"
 
@@ -223,6 +317,11 @@ class Config:
     credentials: CredentialsConfig = field(default_factory=CredentialsConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     #: Aliases (``fast: groq/llama-3.3-70b-versatile``) and virtual models (``{strategy, targets}``).
     models: dict[str, str | VirtualModelConfig] = field(default_factory=dict)

@@ -115,6 +115,22 @@ class UpstreamTimeoutError(GatewayError):
     code = "upstream_timeout"
 
 
+class RateLimitError(GatewayError):
+    """A gateway rate limit (RPM/TPM of a key, user, team or the whole gateway) refused the request."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceededError(GatewayError):
+    """A budget (of a key, user, team or the gateway) has no room left for the request this period."""
+
+    status = 429
+    error_type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
 class ServiceUnavailableError(GatewayError):
     status = 503
     error_type = "server_error"

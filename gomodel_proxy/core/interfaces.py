@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from gomodel_proxy.core.types import CallRecord, ModelInfo, Usage
+from gomodel_proxy.core.types import CallRecord, ModelInfo, Principal, Usage
 
 
 class UpstreamResponse(Protocol):
@@ -140,3 +141,37 @@ class UsageSink(Protocol):
     """Receives one record per finished request (metrics, logs, later the usage store)."""
 
     def record(self, call: CallRecord) -> None: ...
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One API request as the middleware chain sees it: authenticated, parsed once, model resolved.
+
+    ``body`` is the client's JSON object (``None`` on pass-through routes, whose body is not parsed);
+    ``body_bytes`` its size, the basis of the token estimate taken before the provider answers;
+    ``max_output_tokens`` what the client capped the answer at (``None``: no cap given).
+    """
+
+    call: CallRecord
+    body: dict[str, Any] | None
+    body_bytes: int
+    max_output_tokens: int | None = None
+
+    @property
+    def principal(self) -> Principal:
+        return self.call.principal
+
+
+#: The rest of the chain: called once by a middleware that lets the request through. Its result is the
+#: response (already fully sent for a stream: post-processing after it sees the call's final usage).
+Handler = Callable[[RequestContext], Awaitable[Any]]
+
+
+class Middleware(Protocol):
+    """One step of the request chain (Auth -> RateLimit -> Budget -> Guardrails -> Cache).
+
+    ``process`` refuses by raising a ``GatewayError``, or calls ``call_next`` once and returns its
+    result; code after ``call_next`` runs when the answer (a stream included) has ended or was cut.
+    """
+
+    async def process(self, ctx: RequestContext, call_next: Handler) -> Any: ...

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 
 @dataclass(slots=True)
@@ -82,6 +83,33 @@ class FailoverStep:
     reason: str
 
 
+PrincipalKind = Literal["anonymous", "master", "key", "jwt"]
+
+
+@dataclass(slots=True, frozen=True)
+class Principal:
+    """Who sent a request, as authentication established it: the subject of limits, budgets and usage.
+
+    ``anonymous`` when the gateway has no authentication configured; ``master`` for the master key;
+    ``key`` for a virtual key (``key_id`` set); ``jwt`` for a token from the configured issuer.
+    """
+
+    kind: PrincipalKind = "anonymous"
+    key_id: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    #: May use the admin API.
+    is_admin: bool = False
+    #: Model ids or ``fnmatch`` patterns this principal may use (``None``: every model).
+    allowed_models: tuple[str, ...] | None = None
+    #: The key's own limits (``None``: the configured default applies).
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+ANONYMOUS = Principal()
+
+
 @dataclass(slots=True)
 class CallRecord:
     """What the gateway observed of one client request: the source of access logs, metrics and usage."""
@@ -102,6 +130,14 @@ class CallRecord:
     finished: float = 0.0
     #: The failover steps taken before the answering target (empty for nearly every request).
     failovers: tuple[FailoverStep, ...] = ()
+    #: Who sent it (set by authentication; ``ANONYMOUS`` when the gateway has none).
+    principal: Principal = ANONYMOUS
+    #: Headers the gateway adds to the answer (e.g. its own ``x-ratelimit-*``); ``None``: none.
+    headers: dict[str, str] | None = None
+    #: The price of the call in USD once known (``billing``); ``None``: not priced (yet, or no price).
+    cost: Decimal | None = None
+    #: Whether this request is accounted as usage (LLM API routes; not /admin, /v1/models, probes).
+    billable: bool = False
 
     @property
     def latency_s(self) -> float:

@@ -21,7 +21,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -72,10 +71,6 @@ def _json() -> Any:
     return JSON().with_variant(JSONB(), "postgresql")
 
 
-#: Auto-incrementing 64-bit id (SQLite only auto-increments an ``INTEGER PRIMARY KEY``).
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -90,8 +85,11 @@ teams = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("name", String(255), nullable=False, unique=True),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
     Column("metadata", _json(), nullable=False, default=dict),
     Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+    Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
 )
 
 users = Table(
@@ -102,8 +100,11 @@ users = Table(
     Column("name", String(255)),
     Column("team_id", String(64), ForeignKey("teams.id", ondelete="SET NULL")),
     Column("is_admin", Boolean, nullable=False, default=False),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
     Column("metadata", _json(), nullable=False, default=dict),
     Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+    Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
 )
 
 api_keys = Table(
@@ -123,31 +124,31 @@ api_keys = Table(
     Column("allowed_models", _json()),
     Column("rpm", Integer),
     Column("tpm", Integer),
-    Column("max_budget", Double),
-    #: ``daily``, ``weekly``, ``monthly`` or ``total``.
-    Column("budget_period", String(16)),
     Column("expires_at", UTCDateTime()),
     Column("metadata", _json(), nullable=False, default=dict),
     Column("revoked_at", UTCDateTime()),
     Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+    #: Bumped by every change (revocation included): instances read what changed since they last looked.
     Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
     Index(None, "user_id"),
     Index(None, "team_id"),
+    Index(None, "updated_at"),
 )
 
 budgets = Table(
     "budgets",
     metadata,
-    Column("id", String(64), primary_key=True),
-    #: What the budget caps: ``key``, ``user``, ``team`` (or ``global``).
+    #: ``{scope}:{subject_id}`` (``key:k_ab12``, ``user:alice``, ``team:research``) or ``global``.
+    Column("id", String(140), primary_key=True),
+    #: What the budget caps: ``key``, ``user``, ``team`` or ``global``.
     Column("scope", String(16), nullable=False),
     #: The key, user or team id ("" for ``global``).
     Column("subject_id", String(64), nullable=False),
+    #: USD per period. What was spent is the sum of the usage records' cost in the period (the live,
+    #: exact counter is the limiter's: memory or Redis).
     Column("max_budget", Double, nullable=False),
+    #: ``daily``, ``weekly``, ``monthly`` (calendar periods in UTC) or ``total``.
     Column("period", String(16), nullable=False),
-    #: Spend settled in the current period, and when that period began.
-    Column("spent", Double, nullable=False, default=0.0),
-    Column("period_start", UTCDateTime(), nullable=False, default=utcnow),
     Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
     Column("updated_at", UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow),
     UniqueConstraint("scope", "subject_id"),
@@ -156,14 +157,17 @@ budgets = Table(
 usage_records = Table(
     "usage_records",
     metadata,
-    Column("id", _BigId, primary_key=True, autoincrement=True),
-    #: One record per request: a replayed spool file cannot bill twice.
-    Column("request_id", String(64), nullable=False, unique=True),
+    #: The gateway's own id of the call (unique: a replayed spool file cannot bill twice).
+    Column("id", String(32), primary_key=True),
+    #: The ``X-Request-ID`` the client saw (its own when it sent one: not unique).
+    Column("request_id", String(128), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("key_id", String(64)),
     Column("user_id", String(64)),
     Column("team_id", String(64)),
     Column("provider", String(64), nullable=False),
+    #: The model as the client named it, and the provider's model that answered.
+    Column("model_requested", String(255), nullable=False, default=""),
     Column("model", String(255), nullable=False),
     Column("endpoint", String(64), nullable=False),
     Column("status", Integer, nullable=False),
@@ -172,16 +176,20 @@ usage_records = Table(
     Column("output_tokens", Integer, nullable=False, default=0),
     Column("cached_tokens", Integer, nullable=False, default=0),
     Column("reasoning_tokens", Integer, nullable=False, default=0),
+    Column("cache_write_tokens", Integer, nullable=False, default=0),
     #: The token counts are the gateway's estimate (the provider reported none, or the client left).
     Column("estimated", Boolean, nullable=False, default=False),
     Column("cost", Double, nullable=False, default=0.0),
     Column("latency_ms", Double, nullable=False, default=0.0),
     Column("ttfb_ms", Double),
+    #: ``ok``, ``error``, ``upstream_error``, ``client_disconnected``, ``cut_at_shutdown``, ...
+    Column("outcome", String(32), nullable=False, default="ok"),
     Column("error", Text),
     Index(None, "created_at"),
     Index(None, "key_id", "created_at"),
     Index(None, "user_id", "created_at"),
     Index(None, "team_id", "created_at"),
+    Index(None, "request_id"),
 )
 
 

@@ -159,6 +159,7 @@ server:
   body_limit_mb: "2.5"
   workers: 3
   host: 127
+  master_key: sk-test-master
 features:
   middleware: "no"
   guardrails: "YES"
@@ -521,6 +522,7 @@ def test_overrides_without_a_file_can_build_a_provider() -> None:
         "GOMODEL__PROVIDERS__LOCAL__MODELS": "[a, b]",
         "GOMODEL__PROVIDERS__LOCAL__STREAM_USAGE": "false",
         "GOMODEL__FEATURES__ADMIN_API": "true",
+        "GOMODEL_MASTER_KEY": "sk-test-master",
     }
     config = load_config(None, env=env)
     local = config.providers["local"]

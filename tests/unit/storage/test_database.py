@@ -27,14 +27,15 @@ from gomodel_proxy.storage.tables import (
 
 #: The schema ``tables.py`` defines, per migration version. Changed a table? Add a migration for
 #: existing databases (migrations.MIGRATIONS), then record the new fingerprint under its version.
-PINNED_FINGERPRINTS = {1: "7165bf9743b9702e"}
+PINNED_FINGERPRINTS = {1: "1aed90ced9c4f247"}
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _usage(request_id: str, key_id: str | None, at: datetime, **kw: object) -> dict[str, object]:
     row: dict[str, object] = {
-        "request_id": request_id, "created_at": at, "key_id": key_id, "user_id": "u1", "team_id": "t1",
+        "id": f"c-{request_id}", "request_id": request_id, "created_at": at, "key_id": key_id,
+        "user_id": "u1", "team_id": "t1",
         "provider": "openai", "model": "gpt-4o-mini", "endpoint": "/v1/chat/completions", "status": 200,
         "stream": False, "input_tokens": 10, "output_tokens": 5, "cached_tokens": 0, "reasoning_tokens": 0,
         "estimated": False, "cost": 0.001, "latency_ms": 12.5, "ttfb_ms": None,
@@ -118,8 +119,8 @@ async def test_insert_select_update_a_key_by_hash(db) -> None:
         await conn.execute(insert(users).values(id="u1", email="a@example.com", team_id="t1"))
         await conn.execute(insert(api_keys).values(
             id="k1", key_hash=hash_key(secret), key_prefix=secret[:10], user_id="u1", team_id="t1",
-            allowed_models=["openai/gpt-4o-mini", "anthropic/*"], rpm=60, tpm=10_000, max_budget=5.0,
-            budget_period="monthly", expires_at=T0 + timedelta(days=30), metadata={"env": "ci", "n": 1},
+            allowed_models=["openai/gpt-4o-mini", "anthropic/*"], rpm=60, tpm=10_000,
+            expires_at=T0 + timedelta(days=30), metadata={"env": "ci", "n": 1},
         ))
     async with db.connect_once() as conn:
         row = (await conn.execute(select(api_keys).where(api_keys.c.key_hash == hash_key(secret)))).one()
@@ -201,7 +202,7 @@ async def test_usage_insert_and_tokens_summed_by_key_over_a_window(db) -> None:
     assert r2.stream is True and r2.estimated is True and r2.ttfb_ms == 80.0 and r2.created_at.tzinfo is not None
 
 
-async def test_the_request_id_is_unique(db) -> None:
+async def test_the_call_id_is_unique(db) -> None:
     async with db.begin() as conn:
         await conn.execute(insert(usage_records).values(_usage("dup", "k1", T0)))
     with pytest.raises(IntegrityError):
