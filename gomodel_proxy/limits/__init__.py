@@ -1,0 +1,1 @@
+"""Shared counters for limits: rate-limit token buckets and their state in memory or Redis."""
