@@ -1,0 +1,420 @@
+"""The budget ledger: reserve a request's worst-case cost before the provider is called, settle after.
+
+Concurrent requests must never overshoot a budget, so admission is a reservation, not a read: the
+request's worst case (estimated input + max output, priced) is held in every budget it is subject to,
+atomically and all or none, only while ``spent + reserved + amount <= max`` holds for each of them.
+When the call ends, ``settle`` releases the hold and adds the actual cost (whole, even when it exceeds the
+hold: the money is spent either way). Holding the worst case is what makes N concurrent requests for the
+last dollar safe: at most the ones that fit get through.
+
+Counters are per (budget, period tag) (see ``periods``), in nano-USD integers (exact; Redis adds them with
+HINCRBY); the API speaks ``Decimal`` USD. A counter that does not exist yet (first use in the period,
+restart, Redis flushed or expired) is seeded from the database (``Seed``: the usage records' cost since the
+period started), once per process however many requests arrive at the same time.
+
+``MemoryLedger`` is exact for one gateway process. ``RedisLedger`` shares the counters between processes:
+one hash per (budget, tag) at ``{prefix}bud:{id}:{tag}`` with fields ``spent`` and ``reserved``; Lua scripts
+make reserve (check all, take all or none), seed (write only if absent, so two processes seeding at once do
+not double count) and settle atomic. Redis unreachable: the guard's failure policy (``redis.on_failure``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+from typing import Any, Protocol
+
+from gomodel_proxy.billing.periods import PERIODS, Period, period_bounds, period_tag, seconds_left, utcnow
+from gomodel_proxy.core.errors import BudgetExceededError
+from gomodel_proxy.limits.redis_guard import RedisGuard, RedisUnavailable
+
+__all__ = [
+    "UNCHECKED",
+    "BudgetLedger",
+    "BudgetLimit",
+    "MemoryLedger",
+    "RedisLedger",
+    "Reservation",
+    "Seed",
+    "budget_exceeded",
+    "from_nano",
+    "to_nano",
+]
+
+_NANO_PER_USD = 9  # decimal exponent: 1 USD = 10**9 nano-USD
+#: Rounds of "counter missing -> seed -> retry" before a reservation gives up (only an admin deleting
+#: the same counters over and over, or Redis evicting them, could need more than one).
+_SEED_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    """One budget as the limiter sees it; ``max_usd`` and ``period`` come with every call, so an admin's
+    change of the maximum takes effect on the next request without touching the counters."""
+
+    id: str  # "key:k_1", "user:alice", "team:research", "global"
+    max_usd: Decimal
+    period: Period
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What ``reserve`` took, so that ``settle`` gives back exactly that, in the same periods."""
+
+    budgets: tuple[BudgetLimit, ...]
+    amount_nano: int
+    #: The period tag of each budget at reservation time: a call that straddles midnight settles in the
+    #: period that holds its reservation, not in the next one.
+    tags: tuple[str, ...]
+
+
+#: A reservation that holds nothing (no budgets apply, or Redis was down and the policy is fail open);
+#: ``settle`` ignores it.
+UNCHECKED = Reservation((), 0, ())
+
+#: What was spent in a budget's current period according to the database (sum of usage costs since `start`), asked
+#: when a counter for (budget, period) does not exist yet (first use, process restart, Redis flushed).
+Seed = Callable[[BudgetLimit, datetime], Awaitable[Decimal]]
+
+
+class BudgetLedger(Protocol):
+    """What the gateway needs from a ledger (memory for one process, Redis for several)."""
+
+    async def reserve(self, budgets: Sequence[BudgetLimit], amount: Decimal) -> Reservation:
+        """Raises BudgetExceededError (naming the budget id, its max, the period and when it resets) when any budget
+        lacks room; takes nothing then."""
+        ...
+
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        """Release the reservation and add the actual cost (actual may exceed the reservation: it is added whole)."""
+        ...
+
+    async def status(self, budget: BudgetLimit) -> tuple[Decimal, Decimal]:
+        """(spent, reserved) in the budget's current period."""
+        ...
+
+    async def forget(self, budget_id: str) -> None:
+        """Drop the budget's counters (the admin changed or deleted it); the next use re-seeds."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# -- money -----------------------------------------------------------------------------------------
+def to_nano(usd: Decimal, rounding: str = ROUND_CEILING) -> int:
+    """USD -> nano-USD; rounds up by default, so that a reservation never holds less than asked."""
+    if not usd.is_finite() or usd < 0:
+        raise ValueError(f"a budget amount must be a finite, non-negative USD amount, not {usd}")
+    return int(usd.scaleb(_NANO_PER_USD).to_integral_value(rounding=rounding))
+
+
+def from_nano(nano: int) -> Decimal:
+    """nano-USD -> USD, exactly."""
+    return Decimal(nano).scaleb(-_NANO_PER_USD)
+
+
+def _max_nano(budget: BudgetLimit) -> int:
+    # Rounded down: the cap is never looser than configured. A negative maximum admits nothing.
+    return to_nano(max(budget.max_usd, Decimal(0)), ROUND_FLOOR)
+
+
+def _usd(value: Decimal) -> str:
+    """Dollars for people: cents, or the significant decimals of an amount below a cent's precision."""
+    cents = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if cents == value or abs(value) >= 1:
+        return f"${cents}"
+    return f"${value.quantize(Decimal('0.000001'), rounding=ROUND_HALF_UP).normalize():f}"
+
+
+def budget_exceeded(
+    budget: BudgetLimit, spent: Decimal, reserved: Decimal, now: datetime, *, requested: Decimal | None = None,
+) -> BudgetExceededError:
+    """The 429 a client gets: which budget, how much of it is gone, and when it resets (``Retry-After``)."""
+    left = seconds_left(budget.period, now)
+    _, end = period_bounds(budget.period, now)
+    when = "total, never resets" if end is None else f"{budget.period}, resets {end:%Y-%m-%dT%H:%M:%SZ}"
+    used = spent + reserved
+    held = f", {_usd(reserved)} of it held by requests in progress" if reserved > 0 else ""
+    if used >= budget.max_usd or requested is None:
+        scope = "" if end is None else " for this period"
+        detail = f"is used up{scope}: {_usd(used)} of {_usd(budget.max_usd)}{held}"
+    else:
+        detail = (
+            f"has {_usd(budget.max_usd - used)} of {_usd(budget.max_usd)} left{held}, less than this request "
+            f"may cost ({_usd(requested)}; lower max_tokens to fit)"
+        )
+    headers = {} if left is None else {"Retry-After": str(max(1, math.ceil(left)))}
+    return BudgetExceededError(f"Budget {budget.id} {detail} ({when}).", headers=headers)
+
+
+def _unique(budgets: Iterable[BudgetLimit]) -> tuple[BudgetLimit, ...]:
+    """One entry per budget id: a budget listed twice must not be charged twice."""
+    seen: dict[str, BudgetLimit] = {}
+    for budget in budgets:
+        seen.setdefault(budget.id, budget)
+    return tuple(seen.values())
+
+
+class _OneFlight:
+    """Runs one seeding per counter at a time; concurrent first uses wait for it instead of asking the
+    database again (a burst of requests at midnight would otherwise run one SUM query each)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, asyncio.Future[None]] = {}
+
+    async def run(self, key: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        flight = self._pending.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(work())
+            self._pending[key] = flight
+
+            def _done(_: asyncio.Future[None], key: str = key, flight: asyncio.Future[None] = flight) -> None:
+                if self._pending.get(key) is flight:
+                    del self._pending[key]
+
+            flight.add_done_callback(_done)
+        # Shielded: one waiter being cancelled (its client went away) must not cancel the others' seed.
+        await asyncio.shield(flight)
+
+    async def close(self) -> None:
+        flights = list(self._pending.values())
+        for flight in flights:
+            flight.cancel()
+        await asyncio.gather(*flights, return_exceptions=True)
+
+
+# -- one process -----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Counter:
+    spent: int
+    reserved: int
+    #: When the counter can be dropped (period end + 1 day, like the Redis keys); None for ``total``.
+    expires: datetime | None
+
+
+class MemoryLedger:
+    """The ledger in this process's memory: exact for a single gateway instance."""
+
+    def __init__(self, seed: Seed, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._seed = seed
+        self._clock = clock
+        self._counters: dict[tuple[str, str], _Counter] = {}
+        self._flights = _OneFlight()
+
+    async def reserve(self, budgets: Sequence[BudgetLimit], amount: Decimal) -> Reservation:
+        unique = _unique(budgets)
+        amount_nano = to_nano(amount)
+        if not unique:
+            return UNCHECKED
+        now = self._clock()
+        tags = tuple(period_tag(b.period, now) for b in unique)
+        while True:
+            await self._ensure(unique, tags, now)
+            counters = [self._counters.get((b.id, tag)) for b, tag in zip(unique, tags, strict=True)]
+            if all(c is not None for c in counters):
+                break  # else forget() dropped one while we awaited: seed it again
+        # From here to the return nothing awaits, so the check and the take are atomic for this process.
+        taken = [c for c in counters if c is not None]
+        for budget, counter in zip(unique, taken, strict=True):
+            if counter.spent + counter.reserved + amount_nano > _max_nano(budget):
+                raise budget_exceeded(
+                    budget, from_nano(counter.spent), from_nano(counter.reserved), now, requested=amount,
+                )
+        for counter in taken:
+            counter.reserved += amount_nano
+        return Reservation(unique, amount_nano, tags)
+
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        actual_nano = to_nano(actual, ROUND_HALF_EVEN)
+        for budget, tag in zip(reservation.budgets, reservation.tags, strict=True):
+            counter = self._counters.get((budget.id, tag))
+            if counter is None:
+                # Forgotten or expired since the reservation: the next seed reads the cost from the
+                # usage records, and the hold went with the counter.
+                continue
+            # Clamped: after a forget() + re-seed the hold this reservation made is no longer there.
+            counter.reserved = max(0, counter.reserved - reservation.amount_nano)
+            counter.spent += actual_nano
+
+    async def status(self, budget: BudgetLimit) -> tuple[Decimal, Decimal]:
+        now = self._clock()
+        tag = period_tag(budget.period, now)
+        while (counter := self._counters.get((budget.id, tag))) is None:
+            await self._ensure((budget,), (tag,), now)
+        return from_nano(counter.spent), from_nano(counter.reserved)
+
+    async def forget(self, budget_id: str) -> None:
+        for key in [k for k in self._counters if k[0] == budget_id]:
+            del self._counters[key]
+
+    async def close(self) -> None:
+        await self._flights.close()
+
+    async def _ensure(self, budgets: Sequence[BudgetLimit], tags: Sequence[str], now: datetime) -> None:
+        missing = [(b, t) for b, t in zip(budgets, tags, strict=True) if (b.id, t) not in self._counters]
+        if missing:
+            await asyncio.gather(*(
+                self._flights.run(f"{b.id}:{t}", functools.partial(self._init, b, t, now))
+                for b, t in missing
+            ))
+
+    async def _init(self, budget: BudgetLimit, tag: str, now: datetime) -> None:
+        start, end = period_bounds(budget.period, now)
+        spent = to_nano(await self._seed(budget, start), ROUND_HALF_EVEN)
+        expires = None if end is None else end + timedelta(days=1)
+        self._counters.setdefault((budget.id, tag), _Counter(spent, 0, expires))
+        # Past periods' counters would pile up in a long-running process; seeding is rare, so sweep here.
+        for key in [k for k, c in self._counters.items() if c.expires is not None and c.expires <= now]:
+            del self._counters[key]
+
+
+# -- several processes -----------------------------------------------------------------------------
+#: KEYS: the budgets' hashes. ARGV[1]: amount (nano), ARGV[1+i]: max of KEYS[i] (nano).
+#: Returns {0, i...} (these keys are missing: nothing taken), {-1, i, spent, reserved} (KEYS[i] lacks room:
+#: nothing taken) or {1} (taken in every budget). Lua numbers are doubles: exact to 2^53 nano-USD ($9M).
+_RESERVE = """
+local missing = {0}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then missing[#missing + 1] = i end
+end
+if #missing > 1 then return missing end
+local amount = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'spent', 'reserved')
+  local spent, reserved = v[1] or '0', v[2] or '0'
+  if tonumber(spent) + tonumber(reserved) + amount > tonumber(ARGV[i + 1]) then
+    return {-1, i, spent, reserved}
+  end
+end
+for _, key in ipairs(KEYS) do redis.call('HINCRBY', key, 'reserved', ARGV[1]) end
+return {1}
+"""
+
+#: KEYS[1]: a budget's hash. ARGV[1]: spent (nano) from the database, ARGV[2]: expiry (unix s, 0: none).
+#: Writes only if absent: of two processes seeding at once, the first wins and the second's seed (the
+#: same sum, or one that misses a request the first already counted) is dropped, never added.
+_INIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'reserved', 0)
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+#: KEYS: the reservation's hashes. ARGV[1]: -amount (nano), ARGV[2]: actual cost (nano).
+#: A missing key is left missing (creating it here would stop its seeding and lose the period's spend);
+#: reserved is clamped at 0 in case the counter was re-seeded since the reservation.
+_SETTLE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    if redis.call('HINCRBY', key, 'reserved', ARGV[1]) < 0 then redis.call('HSET', key, 'reserved', 0) end
+    redis.call('HINCRBY', key, 'spent', ARGV[2])
+  end
+end
+return 1
+"""
+
+_STATUS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('HMGET', KEYS[1], 'spent', 'reserved')
+"""
+
+_FORGET = "return redis.call('DEL', unpack(KEYS))"
+
+
+class RedisLedger:
+    """The ledger in Redis, shared by every gateway instance using the same server and key prefix."""
+
+    def __init__(self, guard: RedisGuard, seed: Seed, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._guard = guard
+        self._seed = seed
+        self._clock = clock
+        self._flights = _OneFlight()
+        self._reserve = guard.script(_RESERVE)
+        self._init_script = guard.script(_INIT)
+        self._settle = guard.script(_SETTLE)
+        self._status = guard.script(_STATUS)
+        self._forget = guard.script(_FORGET)
+
+    def key(self, budget_id: str, tag: str) -> str:
+        return f"{self._guard.prefix}bud:{budget_id}:{tag}"
+
+    async def reserve(self, budgets: Sequence[BudgetLimit], amount: Decimal) -> Reservation:
+        unique = _unique(budgets)
+        amount_nano = to_nano(amount)
+        if not unique:
+            return UNCHECKED
+        now = self._clock()
+        tags = tuple(period_tag(b.period, now) for b in unique)
+        keys = [self.key(b.id, tag) for b, tag in zip(unique, tags, strict=True)]
+        args = [str(amount_nano), *(str(_max_nano(b)) for b in unique)]
+        try:
+            for _ in range(_SEED_ATTEMPTS):
+                result = await self._guard.run(self._reserve, keys, args)
+                outcome = int(result[0])
+                if outcome == 1:
+                    return Reservation(unique, amount_nano, tags)
+                if outcome == -1:
+                    budget = unique[int(result[1]) - 1]
+                    raise budget_exceeded(
+                        budget, from_nano(int(result[2])), from_nano(int(result[3])), now, requested=amount,
+                    )
+                await asyncio.gather(*(
+                    self._flights.run(keys[i - 1], functools.partial(self._init, unique[i - 1], keys[i - 1], now))
+                    for i in (int(x) for x in result[1:])
+                ))
+            raise RedisUnavailable("budget counters keep disappearing (evicted?)")
+        except RedisUnavailable:
+            self._guard.refuse_or_pass("budgets")
+            return UNCHECKED
+
+    async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        if not reservation.budgets:
+            return
+        keys = [self.key(b.id, tag) for b, tag in zip(reservation.budgets, reservation.tags, strict=True)]
+        args = [str(-reservation.amount_nano), str(to_nano(actual, ROUND_HALF_EVEN))]
+        # Redis unavailable: dropped on purpose. The call already happened and its usage record carries the
+        # cost; the counter keeps holding this reservation until its key expires or is forgotten, and the
+        # next seed (from the usage records) repairs the spend. A retry could apply it twice.
+        with contextlib.suppress(RedisUnavailable):
+            await self._guard.run(self._settle, keys, args)
+
+    async def status(self, budget: BudgetLimit) -> tuple[Decimal, Decimal]:
+        now = self._clock()
+        key = self.key(budget.id, period_tag(budget.period, now))
+        try:
+            for _ in range(_SEED_ATTEMPTS):
+                values = await self._guard.run(self._status, [key], [])
+                if values is not None:
+                    return from_nano(int(values[0] or 0)), from_nano(int(values[1] or 0))
+                await self._flights.run(key, functools.partial(self._init, budget, key, now))
+        except RedisUnavailable:
+            pass
+        # No live counter to read: the database's figure is the best answer (nothing known to be held).
+        start, _ = period_bounds(budget.period, now)
+        return await self._seed(budget, start), Decimal(0)
+
+    async def forget(self, budget_id: str) -> None:
+        now = self._clock()
+        # The counters of the current periods of every kind (the admin may have changed the period); older
+        # periods' keys are no longer read and expire on their own.
+        keys = [self.key(budget_id, period_tag(period, now)) for period in PERIODS]
+        # Redis unavailable: harmless to skip, a counter holds only what was spent (the maximum comes with
+        # each call, a new period gets new keys).
+        with contextlib.suppress(RedisUnavailable):
+            await self._guard.run(self._forget, keys, [])
+
+    async def close(self) -> None:
+        """Stops pending seeds; the guard (shared with the rate limiter) is closed by its owner."""
+        await self._flights.close()
+
+    async def _init(self, budget: BudgetLimit, key: str, now: datetime) -> None:
+        start, end = period_bounds(budget.period, now)
+        spent = to_nano(await self._seed(budget, start), ROUND_HALF_EVEN)
+        expire_at = 0 if end is None else int((end + timedelta(days=1)).timestamp())
+        await self._guard.run(self._init_script, [key], [str(spent), str(expire_at)])
