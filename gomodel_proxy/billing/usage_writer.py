@@ -1,0 +1,456 @@
+"""The usage writer: usage rows batched to the database in the background, spooled to disk when it is down.
+
+A request hands its row to ``submit()`` (never blocks, never raises) and goes on. A background task
+inserts what waits every ``flush_interval_s``, or as soon as ``batch_size`` rows wait, one multi-row
+``INSERT ... ON CONFLICT (id) DO NOTHING`` per batch in one transaction: the id is the gateway's call id,
+so writing a row twice (a replay, a commit whose answer was lost) bills it once.
+
+When a batch fails (any database error, or no answer within ``flush_timeout_s``) it is appended to the
+spool file ``spool_dir/usage-spool-<pid>.jsonl`` (one orjson line per row, fsync'd) and the writer is
+``spooling``: later batches go to the spool too, and ``SELECT 1`` probes the database about once a second.
+When it answers, the spool is replayed in batches and removed. Replay also takes the spool files of
+processes that died (``usage-spool-<pid>.jsonl`` whose pid is gone): a file is claimed by renaming it to
+``...jsonl.replaying-<our pid>`` (atomic: one process wins), inserted, then deleted; a crash mid-replay
+leaves the ``.replaying-`` file, which a later start takes over once its owner is dead.
+
+Rows the database refuses as data (a ``NOT NULL`` or length violation: retrying cannot help) are
+written to ``usage-rejected-<pid>.jsonl`` and logged, so that one bad row neither blocks the others
+forever nor disappears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+
+from gomodel_proxy.storage.database import Database
+from gomodel_proxy.storage.tables import usage_records
+
+SPOOL_PREFIX = "usage-spool-"
+REPLAYING = ".replaying-"
+#: Seconds between two ``SELECT 1`` probes while the database is down.
+PROBE_INTERVAL_S = 1.0
+#: Column defaults, so that every row of an executemany has the same keys.
+_DEFAULTS: dict[str, Any] = {
+    "key_id": None, "user_id": None, "team_id": None, "model_requested": "", "stream": False,
+    "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0, "reasoning_tokens": 0,
+    "cache_write_tokens": 0, "estimated": False, "cost": 0.0, "latency_ms": 0.0, "ttfb_ms": None,
+    "outcome": "ok", "error": None,
+}
+_COLUMNS = [c.name for c in usage_records.columns]
+#: Serialises appends, claims and reads of spool files between the worker threads of this process.
+_FILE_LOCK = threading.Lock()
+
+
+class UsageWriter:
+    """Batches usage rows into ``usage_records``; a spool file keeps them while the database is down."""
+
+    def __init__(
+        self,
+        db: Database,
+        spool_dir: Path,
+        *,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.2,
+        logger: Any,
+        max_queue: int = 1_000_000,
+        flush_timeout_s: float = 5.0,
+    ) -> None:
+        self.db = db
+        self.spool_dir = Path(spool_dir)
+        self.batch_size = max(1, batch_size)
+        self.flush_interval_s = flush_interval_s
+        self.flush_timeout_s = flush_timeout_s
+        self.max_queue = max(1, max_queue)
+        self.log = logger
+        #: Rows written by normal flushes, spooled to disk, and replayed from spool files.
+        self.written = 0
+        self.spooled = 0
+        self.replayed = 0
+        #: Transactions that inserted a batch (normal flushes and replays).
+        self.batches = 0
+        #: Rows the database refused as data (written to the rejected file).
+        self.rejected = 0
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._inflight: list[dict[str, Any]] = []
+        self._spilling = 0
+        self._spill_tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._down = False
+        self._last_probe = 0.0
+        #: A spool file may hold rows to replay (ours, or a dead process's): checked at start.
+        self._spool_dirty = True
+        self._closing = False
+        self._closed = False
+        self._deadline: float | None = None
+        self._pid = os.getpid()
+
+    # -- public ---------------------------------------------------------------------------------
+    @property
+    def spool_path(self) -> Path:
+        return self.spool_dir / f"{SPOOL_PREFIX}{self._pid}.jsonl"
+
+    @property
+    def state(self) -> str:
+        """``ok``, or ``spooling`` while the database is down (rows go to the spool file)."""
+        return "spooling" if self._down else "ok"
+
+    @property
+    def pending(self) -> int:
+        """Rows in memory, neither in the database nor in a spool file yet."""
+        return len(self._buffer) + len(self._inflight) + self._spilling
+
+    def submit(self, row: dict[str, Any]) -> None:
+        """Queue ``row`` for the database. Called from a request's ``finally``: never blocks, never raises."""
+        try:
+            if self._closed:
+                self._late(row)
+                return
+            self._buffer.append(row)
+            if len(self._buffer) >= self.max_queue:
+                self._spill()
+            elif len(self._buffer) >= self.batch_size:
+                self._wake.set()
+        except Exception as exc:  # pragma: no cover - defensive: a usage row must never fail a request
+            self.log.error("usage_submit_failed", error=repr(exc))
+
+    async def start(self) -> None:
+        """Start the background task (which first replays spool files left by earlier processes)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="usage-writer")
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the task and flush what is left: to the database if it answers in time, else to the spool."""
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timeout_s
+        self._closing = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            except TimeoutError:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._closed = True
+        leftovers = self._inflight + list(self._buffer)
+        self._inflight = []
+        self._buffer.clear()
+        if leftovers and not self._down and self._remaining() > 0:
+            leftovers = await self._flush_rows(leftovers, replay=False)
+        if leftovers:
+            await self._spool(leftovers)
+        if self._spill_tasks:
+            await asyncio.gather(*self._spill_tasks, return_exceptions=True)
+        self.log.info("usage_writer_closed", written=self.written, spooled=self.spooled,
+                      replayed=self.replayed, state=self.state)
+
+    # -- background task ------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while not self._closing:
+            if self._down or len(self._buffer) < self.batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # pragma: no cover - a bug here must not stop usage recording
+                self.log.error("usage_writer_error", error=repr(exc))
+        # close(): the rest, while the deadline allows (close() spools what is still left).
+        if not self._down and self._buffer:
+            rest = self._take(len(self._buffer))
+            self._inflight = rest
+            self._inflight = await self._flush_rows(rest, replay=False)
+
+    async def _tick(self) -> None:
+        if self._down and time.monotonic() - self._last_probe >= PROBE_INTERVAL_S:
+            self._last_probe = time.monotonic()
+            if await self._probe():
+                self.log.info("usage_database_back", spool_dir=str(self.spool_dir))
+                self._down = False
+        if self._down:
+            if self._buffer:
+                await self._spool_taken(len(self._buffer))
+            return
+        while self._buffer and not self._down and not self._closing:
+            batch = self._take(self.batch_size)
+            self._inflight = batch
+            left = await self._flush_rows(batch, replay=False)
+            self._inflight = []
+            if left:
+                await self._spool(left)
+        if self._spool_dirty and not self._down and not self._closing and len(self._buffer) < self.batch_size:
+            await self._replay_all()
+
+    def _take(self, n: int) -> list[dict[str, Any]]:
+        return [self._buffer.popleft() for _ in range(min(n, len(self._buffer)))]
+
+    async def _spool_taken(self, n: int) -> None:
+        rows = self._take(n)
+        self._inflight = rows
+        await self._spool(rows)
+        self._inflight = []
+
+    # -- database -------------------------------------------------------------------------------
+    def _remaining(self) -> float:
+        """How long the next database call may take (shorter once close() set a deadline)."""
+        if self._deadline is None:
+            return self.flush_timeout_s
+        return min(self.flush_timeout_s, self._deadline - asyncio.get_running_loop().time())
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        dialect = postgresql if self.db.backend == "postgresql" else sqlite
+        stmt = dialect.insert(usage_records).on_conflict_do_nothing(index_elements=["id"])
+        async with self.db.begin() as conn:
+            await conn.execute(stmt, rows)
+        self.batches += 1
+
+    async def _flush_rows(self, rows: list[dict[str, Any]], *, replay: bool) -> list[dict[str, Any]]:
+        """Insert ``rows`` in batches; the rows not written (the database failed: now ``down``)."""
+        for i in range(0, len(rows), self.batch_size):
+            batch = rows[i:i + self.batch_size]
+            if not await self._write(batch):
+                return rows[i:]
+            if replay:
+                self.replayed += len(batch)
+            else:
+                self.written += len(batch)
+        return []
+
+    async def _write(self, rows: list[dict[str, Any]]) -> bool:
+        """One batch in one transaction; False (and ``down``) when the database failed or was too slow."""
+        prepared = [_prepare(r) for r in rows]
+        try:
+            await asyncio.wait_for(self._insert(prepared), max(self._remaining(), 0.001))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if _is_data_error(exc):
+                return await self._salvage(rows)
+            self._went_down(exc)
+            return False
+        return True
+
+    async def _salvage(self, rows: list[dict[str, Any]]) -> bool:
+        """A batch refused as data: insert row by row, the rows refused go to the rejected file."""
+        refused: list[dict[str, Any]] = []
+        for row in rows:
+            try:
+                await asyncio.wait_for(self._insert([_prepare(row)]), max(self._remaining(), 0.001))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    self._went_down(exc)
+                    return False
+                refused.append(row)
+                self.log.error("usage_row_rejected", id=row.get("id"), error=_short(exc))
+        if refused:
+            path = self.spool_dir / f"usage-rejected-{self._pid}.jsonl"
+            await asyncio.to_thread(_append, path, _encode(refused))
+            self.rejected += len(refused)
+        return True
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self._down:
+            self.log.warning("usage_database_down", error=_short(exc), spool=str(self.spool_path))
+        self._down = True
+        self._last_probe = time.monotonic()
+
+    async def _probe(self) -> bool:
+        async def select_one() -> None:
+            async with self.db.connect_once() as conn:
+                await conn.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.wait_for(select_one(), max(min(self._remaining(), 2.0), 0.001))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+        return True
+
+    # -- spool ----------------------------------------------------------------------------------
+    async def _spool(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``rows`` to this process's spool file (fsync'd); they stay in memory if that fails."""
+        if not rows:
+            return
+        try:
+            await asyncio.to_thread(_append, self.spool_path, _encode(rows))
+        except OSError as exc:
+            if self._closed:
+                self.log.error("usage_rows_lost", rows=len(rows), spool=str(self.spool_path), error=repr(exc))
+            else:
+                self.log.error("usage_spool_failed", rows=len(rows), spool=str(self.spool_path), error=repr(exc))
+                self._buffer.extendleft(reversed(rows))
+            return
+        self.spooled += len(rows)
+        self._spool_dirty = True
+
+    def _spill(self) -> None:
+        """The buffer reached ``max_queue``: hand it all to the spool now rather than grow without end."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a caller outside one): the synchronous append, like after close()
+            while self._buffer:
+                self._late(self._buffer.popleft())
+            return
+        rows = list(self._buffer)
+        self._buffer.clear()
+        self._spilling += len(rows)
+        self.log.warning("usage_queue_full", rows=len(rows), spool=str(self.spool_path))
+
+        async def spill() -> None:
+            try:
+                await self._spool(rows)
+            finally:
+                self._spilling -= len(rows)
+
+        task = loop.create_task(spill())
+        self._spill_tasks.add(task)
+        task.add_done_callback(self._spill_tasks.discard)
+
+    def _late(self, row: dict[str, Any]) -> None:
+        """A row submitted after close(): straight to the spool file, a small synchronous append at
+        shutdown (no task is left to hand it to, and losing it is worse than a brief block)."""
+        try:
+            _append(self.spool_path, _encode([row]))
+            self.spooled += 1
+        except OSError as exc:
+            self.log.error("usage_rows_lost", rows=1, spool=str(self.spool_path), error=repr(exc))
+
+    async def _replay_all(self) -> None:
+        """Replay every spool file this process may take; stops (and goes ``down``) at the first failure."""
+        self._spool_dirty = False
+        claimed = await asyncio.to_thread(_claim_all, self.spool_dir, self._pid)
+        for path in claimed:
+            rows, bad = await asyncio.to_thread(_read, path)
+            if bad:
+                self.log.warning("usage_spool_unreadable_lines", file=str(path), lines=bad)
+            if await self._flush_rows(rows, replay=True):
+                self._spool_dirty = True
+                return
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            self.log.info("usage_spool_replayed", file=str(path), rows=len(rows))
+
+
+def _prepare(row: dict[str, Any]) -> dict[str, Any]:
+    """Every column once (defaults filled), ``created_at`` back to a ``datetime`` after a spool trip."""
+    out = {c: row.get(c, _DEFAULTS.get(c)) for c in _COLUMNS}
+    created = out["created_at"]
+    if isinstance(created, str):
+        with contextlib.suppress(ValueError):
+            out["created_at"] = datetime.fromisoformat(created)
+    return out
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """The database refused the rows themselves (retrying cannot help), not a failure of the database."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    # A StatementError that is no DBAPIError failed before reaching the database (a bind value refused).
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+
+
+def _encode(rows: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in rows)
+
+
+def _append(path: Path, data: bytes) -> None:
+    with _FILE_LOCK:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim_all(spool_dir: Path, pid: int) -> list[Path]:
+    """Rename the spool files this process may replay to ``...replaying-<pid>``; the claimed paths.
+
+    Ours and dead processes' spool files, and ``.replaying-`` files of dead owners (a crash mid-replay)
+    or ours (a replay that failed). A live process's files are its own business.
+    """
+    claimed: list[Path] = []
+    with _FILE_LOCK:
+        try:
+            names = sorted(p.name for p in spool_dir.iterdir() if p.name.startswith(SPOOL_PREFIX))
+        except FileNotFoundError:
+            return []
+        for name in names:
+            base, sep, owner = name.partition(REPLAYING)
+            if not base.endswith(".jsonl"):
+                continue
+            try:
+                owner_pid = int(owner if sep else base[len(SPOOL_PREFIX):-len(".jsonl")])
+            except ValueError:
+                continue
+            target = spool_dir / f"{base}{REPLAYING}{pid}"
+            if sep and owner_pid == pid:
+                claimed.append(target)
+                continue
+            if owner_pid != pid and _alive(owner_pid):
+                continue
+            try:
+                os.rename(spool_dir / name, target)
+            except FileNotFoundError:  # another process claimed it first
+                continue
+            claimed.append(target)
+    return claimed
+
+
+def _read(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The rows of a spool file, and how many lines could not be read (a line cut by a crash)."""
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    with _FILE_LOCK:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return [], 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
