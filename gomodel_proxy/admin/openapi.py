@@ -1,0 +1,548 @@
+"""The admin API's OpenAPI 3.1 document, as a Python dict.
+
+It is the contract twice over: ``GET /admin/openapi.json`` serves it, and the handlers validate every
+body and query against its ``components.schemas`` (``routes.py`` compiles them with fastjsonschema), so
+the document cannot drift from what the server accepts. A schemathesis run checks the other half (what
+the server answers).
+
+Schemas use only what both JSON Schema draft 7 (fastjsonschema) and 2020-12 (OpenAPI 3.1) read alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+INT32_MAX = 2_147_483_647
+#: The most a budget may be (USD); far above any real one, low enough to stay exact as a double.
+MAX_BUDGET_USD = 1e12
+
+#: Free text: no NUL (PostgreSQL cannot store it).
+_TEXT_PATTERN = "^[^\\u0000]*$"
+#: Ids a client chooses (teams, users): what fits a URL segment and a budget id unescaped.
+ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+SUBJECT_ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 64}
+
+
+def _text(max_length: int, *, nullable: bool = False, min_length: int = 0) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": ["string", "null"] if nullable else "string",
+        "maxLength": max_length,
+        "pattern": _TEXT_PATTERN,
+    }
+    if min_length:
+        schema["minLength"] = min_length
+    return schema
+
+
+_LIMIT = {
+    "type": ["integer", "null"],
+    "minimum": 0,
+    "maximum": INT32_MAX,
+    "description": "Per minute; null: none of its own (the defaults apply).",
+}
+_TIME = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC ('Z') in answers."}
+_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_METADATA = {
+    "type": "object",
+    "description": "Free labels: flat string, number, boolean or null values.",
+    "maxProperties": 64,
+    "propertyNames": {"maxLength": 128, "pattern": _TEXT_PATTERN},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "maxLength": 1024, "pattern": _TEXT_PATTERN},
+            {"type": "number", "minimum": -1e15, "maximum": 1e15},
+            {"type": "boolean"},
+            {"type": "null"},
+        ]
+    },
+}
+_ALLOWED_MODELS = {
+    "type": ["array", "null"],
+    "description": "Model ids or fnmatch patterns ('openai/*') the key may use; null: every model.",
+    "maxItems": 256,
+    "items": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _TEXT_PATTERN},
+}
+_PERIOD = {"type": "string", "enum": ["daily", "weekly", "monthly", "total"]}
+_MAX_BUDGET = {"type": "number", "minimum": 0, "maximum": MAX_BUDGET_USD, "description": "USD per period."}
+_REF_ID = {"type": ["string", "null"], "maxLength": 64, "pattern": _TEXT_PATTERN}
+_GROUP_NAMES = "(key|user|team|model|provider|day)"
+_DAY_OR_TIME = {
+    "type": "string",
+    "anyOf": [{"format": "date-time"}, {"format": "date"}],
+    "description": "RFC 3339 date-time, or YYYY-MM-DD (midnight UTC).",
+}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required if required is not None else list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _list_of(ref: str) -> dict[str, Any]:
+    return _obj({"object": {"type": "string", "const": "list"}, "data": {"type": "array", "items": {"$ref": ref}}})
+
+
+_KEY_PROPS: dict[str, Any] = {
+    "id": {"type": "string"},
+    "key_prefix": {"type": "string", "description": "The key's first 12 characters (the key is never shown again)."},
+    "name": {"type": ["string", "null"]},
+    "user_id": {"type": ["string", "null"]},
+    "team_id": {"type": ["string", "null"]},
+    "is_admin": {"type": "boolean"},
+    "allowed_models": {"type": ["array", "null"], "items": {"type": "string"}},
+    "rpm": {"type": ["integer", "null"]},
+    "tpm": {"type": ["integer", "null"]},
+    "expires_at": _TIME_OR_NULL,
+    "revoked_at": _TIME_OR_NULL,
+    "metadata": {"type": "object"},
+    "created_at": _TIME,
+    "updated_at": _TIME,
+}
+_BUDGET_PROPS: dict[str, Any] = {
+    "id": {"type": "string"},
+    "scope": {"type": "string", "enum": ["key", "user", "team", "global"]},
+    "subject_id": {"type": "string"},
+    "max_budget": {"type": "number"},
+    "period": _PERIOD,
+    "created_at": _TIME,
+    "updated_at": _TIME,
+}
+_USAGE_FILTERS: dict[str, Any] = {
+    name: _text(255, min_length=1) for name in ("key", "user", "team", "model", "provider")
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({
+        "error": _obj({
+            "message": {"type": "string"},
+            "type": {"type": "string"},
+            "param": {"type": ["string", "null"]},
+            "code": {"type": ["string", "null"]},
+        })
+    }),
+    # -- teams
+    "Team": _obj({
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "rpm": {"type": ["integer", "null"]},
+        "tpm": {"type": ["integer", "null"]},
+        "metadata": {"type": "object"},
+        "created_at": _TIME,
+        "updated_at": _TIME,
+    }),
+    "TeamCreate": _obj(
+        {"id": SUBJECT_ID, "name": _text(255, min_length=1), "rpm": _LIMIT, "tpm": _LIMIT, "metadata": _METADATA},
+        ["name"],
+    ),
+    "TeamUpdate": _obj({"name": _text(255, min_length=1), "rpm": _LIMIT, "tpm": _LIMIT, "metadata": _METADATA}, []),
+    "TeamList": _list_of("#/components/schemas/Team"),
+    # -- users
+    "User": _obj({
+        "id": {"type": "string"},
+        "email": {"type": ["string", "null"]},
+        "name": {"type": ["string", "null"]},
+        "team_id": {"type": ["string", "null"]},
+        "is_admin": {"type": "boolean"},
+        "rpm": {"type": ["integer", "null"]},
+        "tpm": {"type": ["integer", "null"]},
+        "metadata": {"type": "object"},
+        "created_at": _TIME,
+        "updated_at": _TIME,
+    }),
+    "UserCreate": _obj(
+        {
+            "id": SUBJECT_ID,
+            "email": _text(320, nullable=True),
+            "name": _text(255, nullable=True),
+            "team_id": _REF_ID,
+            "is_admin": {"type": "boolean"},
+            "rpm": _LIMIT,
+            "tpm": _LIMIT,
+            "metadata": _METADATA,
+        },
+        [],
+    ),
+    "UserUpdate": _obj(
+        {
+            "email": _text(320, nullable=True),
+            "name": _text(255, nullable=True),
+            "team_id": _REF_ID,
+            "is_admin": {"type": "boolean"},
+            "rpm": _LIMIT,
+            "tpm": _LIMIT,
+            "metadata": _METADATA,
+        },
+        [],
+    ),
+    "UserList": _list_of("#/components/schemas/User"),
+    # -- keys
+    "Key": _obj(_KEY_PROPS),
+    "KeyCreated": _obj({
+        **_KEY_PROPS,
+        "key": {"type": "string", "description": "The key itself: shown in this answer only, store it now."},
+        "budget": {"anyOf": [{"$ref": "#/components/schemas/Budget"}, {"type": "null"}]},
+    }),
+    "KeyCreate": _obj(
+        {
+            "name": _text(255, nullable=True),
+            "user_id": _REF_ID,
+            "team_id": _REF_ID,
+            "is_admin": {"type": "boolean"},
+            "allowed_models": _ALLOWED_MODELS,
+            "rpm": _LIMIT,
+            "tpm": _LIMIT,
+            "expires_at": _TIME_OR_NULL,
+            "metadata": _METADATA,
+            "max_budget": {**_MAX_BUDGET, "description": "Creates the budget 'key:<id>' (USD per budget_period)."},
+            "budget_period": {**_PERIOD, "description": "With max_budget (default monthly); ignored without it."},
+        },
+        [],
+    ),
+    "KeyUpdate": _obj(
+        {
+            "name": _text(255, nullable=True),
+            "user_id": _REF_ID,
+            "team_id": _REF_ID,
+            "is_admin": {"type": "boolean"},
+            "allowed_models": _ALLOWED_MODELS,
+            "rpm": _LIMIT,
+            "tpm": _LIMIT,
+            "expires_at": _TIME_OR_NULL,
+            "metadata": _METADATA,
+        },
+        [],
+    ),
+    "KeyList": _list_of("#/components/schemas/Key"),
+    "KeyListQuery": _obj(
+        {
+            "user_id": _text(64, min_length=1),
+            "team_id": _text(64, min_length=1),
+            "include_revoked": {"type": "boolean", "default": False},
+        },
+        [],
+    ),
+    # -- budgets
+    "Budget": _obj(_BUDGET_PROPS),
+    "BudgetPut": _obj({"max_budget": _MAX_BUDGET, "period": _PERIOD}),
+    "BudgetList": _list_of("#/components/schemas/Budget"),
+    # -- rate limits
+    "RateLimitPair": _obj({
+        "rpm": {"type": "integer", "minimum": 0, "description": "0: no limit"},
+        "tpm": {"type": "integer", "minimum": 0, "description": "0: no limit"},
+    }),
+    "RateLimit": _obj({
+        "scope": {"type": "string", "enum": ["key", "user", "team"]},
+        "subject_id": {"type": "string"},
+        "rpm": {"type": ["integer", "null"]},
+        "tpm": {"type": ["integer", "null"]},
+    }),
+    "RateLimitPut": _obj({"rpm": _LIMIT, "tpm": _LIMIT}),
+    "RateLimits": _obj({
+        "object": {"type": "string", "const": "rate_limits"},
+        "global": {"$ref": "#/components/schemas/RateLimitPair"},
+        "default_key": {"$ref": "#/components/schemas/RateLimitPair"},
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/RateLimit"}},
+    }),
+    # -- usage
+    "UsageQuery": _obj(
+        {
+            "start": _DAY_OR_TIME,
+            "end": _DAY_OR_TIME,
+            "group_by": {
+                "type": "string",
+                "pattern": f"^({_GROUP_NAMES}(,{_GROUP_NAMES})*)?$",
+                "description": "Comma-separated: key, user, team, model, provider, day (default: model).",
+            },
+            **_USAGE_FILTERS,
+            "format": {"type": "string", "enum": ["json", "csv"], "default": "json"},
+        },
+        [],
+    ),
+    "UsageRecordsQuery": _obj(
+        {
+            "start": _DAY_OR_TIME,
+            "end": _DAY_OR_TIME,
+            **_USAGE_FILTERS,
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            "offset": {"type": "integer", "minimum": 0, "maximum": INT32_MAX, "default": 0},
+        },
+        [],
+    ),
+    "UsageRow": {
+        "type": "object",
+        "description": "The group columns asked for (key_id, user_id, team_id, model, provider, day), then figures.",
+        "properties": {
+            "key_id": {"type": ["string", "null"]},
+            "user_id": {"type": ["string", "null"]},
+            "team_id": {"type": ["string", "null"]},
+            "model": {"type": ["string", "null"]},
+            "provider": {"type": ["string", "null"]},
+            "day": {"type": ["string", "null"]},
+            "requests": {"type": "integer"},
+            "input_tokens": {"type": "integer"},
+            "output_tokens": {"type": "integer"},
+            "cached_tokens": {"type": "integer"},
+            "reasoning_tokens": {"type": "integer"},
+            "cost": {"type": "number"},
+            "errors": {"type": "integer"},
+        },
+        "required": [
+            "requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "cost", "errors",
+        ],
+        "additionalProperties": False,
+    },
+    "UsageReport": _obj({
+        "object": {"type": "string", "const": "usage_report"},
+        "start": _TIME,
+        "end": _TIME,
+        "group_by": {"type": "array", "items": {"type": "string"}},
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/UsageRow"}},
+    }),
+    "UsageRecord": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "request_id": {"type": "string"},
+            "created_at": _TIME,
+            "key_id": {"type": ["string", "null"]},
+            "user_id": {"type": ["string", "null"]},
+            "team_id": {"type": ["string", "null"]},
+            "provider": {"type": "string"},
+            "model": {"type": "string"},
+            "status": {"type": "integer"},
+            "cost": {"type": "number"},
+        },
+        "required": ["id", "request_id", "created_at", "provider", "model", "status", "cost"],
+    },
+    "UsageRecordList": _obj({
+        "object": {"type": "string", "const": "list"},
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/UsageRecord"}},
+        "limit": {"type": "integer"},
+        "offset": {"type": "integer"},
+    }),
+}
+
+
+# -- paths ----------------------------------------------------------------------------------------
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    names = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict"}
+    return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in sorted({401, 403, *statuses})}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _path_param(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name, "in": "path", "required": True, "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+def query_parameters(schema_name: str) -> list[dict[str, Any]]:
+    """The query parameters of an operation: one per property of the component ``schema_name``."""
+    props = SCHEMAS[schema_name]["properties"]
+    return [
+        {"name": name, "in": "query", "required": False, "schema": copy.deepcopy(prop)}
+        for name, prop in props.items()
+    ]
+
+
+def _op(op_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"operationId": op_id, "summary": summary, "tags": ["admin"], "responses": responses, **extra}
+
+
+#: A budget's id: its scope and subject (``parse_budget_id`` in the repository reads it).
+BUDGET_ID_PATTERN = "^(global|(key|user|team):" + ID_PATTERN.strip("^$") + ")$"
+_TEAM_ID = _path_param("team_id", "The team's id.", SUBJECT_ID)
+_USER_ID = _path_param("user_id", "The user's id.", SUBJECT_ID)
+_KEY_ID = _path_param("key_id", "The key's id (k_...), not the key.", SUBJECT_ID)
+_BUDGET_ID = _path_param(
+    "budget_id", "'key:<id>', 'user:<id>', 'team:<id>' or 'global'.",
+    {"type": "string", "pattern": BUDGET_ID_PATTERN, "maxLength": 70},
+)
+
+PATHS: dict[str, Any] = {
+    "/admin/teams": {
+        "get": _op("listTeams", "Every team.", {"200": _json("TeamList", "The teams."), **_errors()}),
+        "post": _op(
+            "createTeam", "Create a team.",
+            {"201": _json("Team", "The team created."), **_errors(400, 409)},
+            requestBody=_body("TeamCreate"),
+        ),
+    },
+    "/admin/teams/{team_id}": {
+        "parameters": [_TEAM_ID],
+        "get": _op("getTeam", "One team.", {"200": _json("Team", "The team."), **_errors(404)}),
+        "patch": _op(
+            "updateTeam", "Change a team's fields (those given).",
+            {"200": _json("Team", "The team as changed."), **_errors(400, 404, 409)},
+            requestBody=_body("TeamUpdate"),
+        ),
+        "delete": _op(
+            "deleteTeam", "Delete a team (its users and keys lose it; its budget goes).",
+            {"200": _json("Team", "The team deleted."), **_errors(404)},
+        ),
+    },
+    "/admin/users": {
+        "get": _op("listUsers", "Every user.", {"200": _json("UserList", "The users."), **_errors()}),
+        "post": _op(
+            "createUser", "Create a user.",
+            {"201": _json("User", "The user created."), **_errors(400, 409)},
+            requestBody=_body("UserCreate"),
+        ),
+    },
+    "/admin/users/{user_id}": {
+        "parameters": [_USER_ID],
+        "get": _op("getUser", "One user.", {"200": _json("User", "The user."), **_errors(404)}),
+        "patch": _op(
+            "updateUser", "Change a user's fields (those given).",
+            {"200": _json("User", "The user as changed."), **_errors(400, 404, 409)},
+            requestBody=_body("UserUpdate"),
+        ),
+        "delete": _op(
+            "deleteUser", "Delete a user (its keys lose it; its budget goes).",
+            {"200": _json("User", "The user deleted."), **_errors(404)},
+        ),
+    },
+    "/admin/keys": {
+        "get": _op(
+            "listKeys", "Keys (their prefixes, never the keys).",
+            {"200": _json("KeyList", "The keys."), **_errors(400)},
+            parameters=query_parameters("KeyListQuery"),
+        ),
+        "post": _op(
+            "createKey", "Create a key: the answer is the only time the key is shown.",
+            {"201": _json("KeyCreated", "The key and its record."), **_errors(400)},
+            requestBody=_body("KeyCreate"),
+        ),
+    },
+    "/admin/keys/{key_id}": {
+        "parameters": [_KEY_ID],
+        "get": _op("getKey", "One key's record.", {"200": _json("Key", "The key's record."), **_errors(404)}),
+        "patch": _op(
+            "updateKey", "Change a key's fields (those given).",
+            {"200": _json("Key", "The record as changed."), **_errors(400, 404)},
+            requestBody=_body("KeyUpdate"),
+        ),
+        "delete": _op(
+            "revokeKey", "Revoke a key (idempotent).",
+            {"200": _json("Key", "The revoked key's record."), **_errors(404)},
+        ),
+    },
+    "/admin/budgets": {
+        "get": _op("listBudgets", "Every budget.", {"200": _json("BudgetList", "The budgets."), **_errors()}),
+    },
+    "/admin/budgets/{budget_id}": {
+        "parameters": [_BUDGET_ID],
+        "get": _op("getBudget", "One budget.", {"200": _json("Budget", "The budget."), **_errors(404)}),
+        "put": _op(
+            "putBudget", "Create or replace a budget (its key, user or team must exist).",
+            {
+                "200": _json("Budget", "The budget replaced."),
+                "201": _json("Budget", "The budget created."),
+                **_errors(400, 409),
+            },
+            requestBody=_body("BudgetPut"),
+        ),
+        "delete": _op("deleteBudget", "Delete a budget.", {"200": _json("Budget", "The budget deleted."),
+                                                            **_errors(404)}),
+    },
+    "/admin/rate-limits": {
+        "get": _op(
+            "listRateLimits", "The configured global and default-key limits, and every subject's own.",
+            {"200": _json("RateLimits", "The limits."), **_errors()},
+        ),
+    },
+    "/admin/rate-limits/{scope}/{subject_id}": {
+        "parameters": [
+            _path_param("scope", "What the limit applies to.", {"type": "string", "enum": ["key", "user", "team"]}),
+            _path_param("subject_id", "The key, user or team id.", SUBJECT_ID),
+        ],
+        "put": _op(
+            "putRateLimit", "Set a key's, user's or team's own rpm/tpm (null clears).",
+            {"200": _json("RateLimit", "The subject's limits."), **_errors(400, 404)},
+            requestBody=_body("RateLimitPut"),
+        ),
+    },
+    "/admin/usage": {
+        "get": _op(
+            "usageReport", "Usage grouped (JSON or CSV); the period defaults to the current month (UTC).",
+            {
+                "200": {
+                    "description": "The report.",
+                    "content": {
+                        "application/json": {"schema": _ref("UsageReport")},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(400),
+            },
+            parameters=query_parameters("UsageQuery"),
+        ),
+    },
+    "/admin/usage/records": {
+        "get": _op(
+            "usageRecords", "The usage records themselves, newest first.",
+            {"200": _json("UsageRecordList", "The records."), **_errors(400)},
+            parameters=query_parameters("UsageRecordsQuery"),
+        ),
+    },
+    "/admin/openapi.json": {
+        "get": _op(
+            "openapi", "This document.",
+            {"200": {"description": "OpenAPI 3.1.", "content": {"application/json": {"schema": {"type": "object"}}}},
+             **_errors()},
+        ),
+    },
+}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "gomodel-proxy admin API",
+        "version": "1",
+        "description": "Teams, users, virtual keys, budgets, rate limits and usage. Errors take OpenAI's shape.",
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}, {"apiKey": []}],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "responses": {
+            "BadRequest": _error_response("The body or a query parameter is invalid (param names the field)."),
+            "Unauthorized": _error_response("No valid key or token."),
+            "Forbidden": _error_response("This key may not use the admin API."),
+            "NotFound": _error_response("No such record."),
+            "Conflict": _error_response("A record with that id, name or email exists."),
+        },
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <admin key>"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """A copy of the document (callers may change theirs)."""
+    return copy.deepcopy(DOCUMENT)
