@@ -213,7 +213,7 @@ def _check_pricing(config: Config, builder: _Builder, raw: Mapping[str, Any], fo
 def _check_governance(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> list[str]:
     """``database.url`` and ``redis.url`` are usable URLs; the admin API has a master key; a JWT issuer
     has keys to verify with. Secret values are never shown."""
-    from gomodel_proxy.storage.database import check_url  # noqa: PLC0415 - import cycle
+    from gomodel_proxy.storage.database import check_url, resolve_url  # noqa: PLC0415 - import cycle
 
     problems: list[str] = []
 
@@ -227,6 +227,12 @@ def _check_governance(config: Config, builder: _Builder, raw: Mapping[str, Any])
         problem = check_url(config.database.url)
         if problem:
             problems.append(f"{builder.where(node('database'), 'url', 'database.url')}: database.url: {problem}")
+    schema = config.database.schema
+    if schema and (not schema.isidentifier() or not resolve_url(config).startswith("postgresql")):
+        problems.append(
+            f"{builder.where(node('database'), 'schema', 'database.schema')}: database.schema: a PostgreSQL "
+            "schema name (letters, digits, '_'), for a postgresql+asyncpg:// database.url only; remove it or fix it"
+        )
     url = config.redis.url
     if url and "redis.url" not in builder.bad_paths and not re.match(r"^(redis|rediss|unix)://", url):
         problems.append(

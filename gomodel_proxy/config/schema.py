@@ -158,6 +158,9 @@ class DatabaseConfig:
     pool_size: int = field(default=5, metadata={"min": 1, "max": 200})
     #: Connections opened beyond ``pool_size`` under load, closed again when returned.
     max_overflow: int = field(default=10, metadata={"min": 0, "max": 1000})
+    #: PostgreSQL only: the schema (namespace) holding the gateway's tables, created when missing
+    #: ("": the server's ``search_path``, usually ``public``).
+    schema: str = ""
 
 
 @dataclass(slots=True)

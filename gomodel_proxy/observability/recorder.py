@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from gomodel_proxy.core.types import CallRecord
@@ -19,10 +20,17 @@ class RequestRecorder:
         #: Off when the log level hides info lines: then the line's fields are not even computed.
         self.access_log = access_log
         self.recent: deque[CallRecord] = deque(maxlen=keep)
+        #: Where each call's usage record goes (the governance's writer); ``None``: nowhere.
+        self.usage_sink: Callable[[CallRecord], None] | None = None
 
     def record(self, call: CallRecord) -> None:
         self.recent.append(call)
         self.metrics.observe(call)
+        if self.usage_sink is not None:
+            try:
+                self.usage_sink(call)
+            except Exception:  # a record that cannot be built must not fail the request's end
+                self.logger.exception("usage record failed", request_id=call.request_id)
         usage = call.usage
         if usage is not None:
             charge_usage(usage.input_tokens + usage.output_tokens)  # the key's TPM budget, if it has one

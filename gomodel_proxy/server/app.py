@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gomodel_proxy.admin import routes as admin_routes
+from gomodel_proxy.admin.routes import AdminContext
 from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.interfaces import Provider
@@ -20,9 +22,17 @@ from gomodel_proxy.observability.recorder import RequestRecorder
 from gomodel_proxy.providers.registry import build_provider
 from gomodel_proxy.routing.model_registry import ModelRegistry
 from gomodel_proxy.routing.router import Router
-from gomodel_proxy.server import routes_messages, routes_ops, routes_passthrough, routes_responses, routes_v1
-from gomodel_proxy.server.middlewares import edge_middleware, master_key_middleware
-from gomodel_proxy.server.state import STATE, GatewayState
+from gomodel_proxy.server import (
+    routes_messages,
+    routes_ops,
+    routes_passthrough,
+    routes_responses,
+    routes_usage,
+    routes_v1,
+)
+from gomodel_proxy.server.governance import build_governance
+from gomodel_proxy.server.middlewares import auth_middleware, edge_middleware
+from gomodel_proxy.server.state import CALL, STATE, GatewayState
 
 
 def build_providers(config: Config, logger: Any) -> dict[str, Provider]:
@@ -53,21 +63,29 @@ def create_app(config: Config) -> web.Application:
         metrics=metrics,
         logger=logger,
     )
+    governance = build_governance(config, providers, logger)
     middlewares: list[Middleware] = [edge_middleware]
-    if config.server.master_key:
-        middlewares.append(master_key_middleware(config.server.master_key))
+    if governance.authenticator is not None:
+        middlewares.append(auth_middleware(governance.authenticator))
     app = web.Application(
         middlewares=middlewares,
         client_max_size=int(config.server.body_limit_mb * 1024 * 1024),
     )
+    recorder = RequestRecorder(metrics, logger, access_log=config.server.log_level in ("debug", "info"))
+    if governance.writer is not None:
+        recorder.usage_sink = governance.record_usage
     app[STATE] = GatewayState(
-        config=config, providers=providers, registry=registry, metrics=metrics,
-        recorder=RequestRecorder(
-            metrics, logger, access_log=config.server.log_level in ("debug", "info")
-        ),
+        config=config, providers=providers, registry=registry, metrics=metrics, recorder=recorder,
         logger=logger, router=Router(config, registry, metrics, logger),
+        governance=governance, chain=governance.chain,
     )
     routes_v1.add_routes(app)
+    routes_usage.add_routes(app)
+    if config.features.admin_api and governance.db is not None:
+        admin_routes.add_routes(app, AdminContext(
+            db=governance.db, on_change=governance.on_admin_change, rate_limits=config.rate_limits,
+            authorize=lambda request: request[CALL].principal.is_admin,
+        ))
     routes_responses.add_routes(app)
     routes_messages.add_routes(app)
     routes_ops.add_routes(app)
@@ -90,6 +108,7 @@ async def _start(app: web.Application) -> None:
             "no providers configured", fix=f"add one under 'providers' in {state.config.source} "
             "or set OPENAI_API_KEY (GROQ_API_KEY, XAI_API_KEY, OPENROUTER_API_KEY)",
         )
+    await state.governance.start()
     await state.registry.start()
 
 
@@ -108,5 +127,6 @@ async def _begin_shutdown(app: web.Application) -> None:
 async def _stop(app: web.Application) -> None:
     state = app[STATE]
     await state.registry.stop()
+    await state.governance.close()
     for provider in state.providers.values():
         await provider.close()

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 
 from gomodel_proxy.core.errors import InvalidRequestError
-from gomodel_proxy.core.interfaces import Provider
+from gomodel_proxy.core.interfaces import Provider, RequestContext
 from gomodel_proxy.core.types import CallRecord
 from gomodel_proxy.routing.router import Candidate
-from gomodel_proxy.server.state import STATE
+from gomodel_proxy.server.state import CALL, STATE
+
+R = TypeVar("R")
 
 
 async def read_json_object(request: web.Request) -> tuple[dict[str, Any], int]:
@@ -77,3 +80,33 @@ def resolve_plan(
         body["model"] = first.model
         return first.provider, None
     return first.provider, plan
+
+
+_MAX_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def max_output_tokens(body: dict[str, Any] | None) -> int | None:
+    """The cap the client put on the answer (chat, Responses or Messages spelling), if any."""
+    if body is None:
+        return None
+    for name in _MAX_OUTPUT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+async def governed(
+    request: web.Request, body: dict[str, Any] | None, size: int, handler: Callable[[], Awaitable[R]]
+) -> R:
+    """Run ``handler`` (the provider call and the relay) behind the request chain, when there is one.
+
+    The chain's post-processing runs when ``handler`` returns, which for a stream is when it ended
+    (or the client left), so limits and budgets settle on the real usage.
+    """
+    chain = request.app[STATE].chain
+    if not chain:
+        return await handler()
+    ctx = RequestContext(request[CALL], body, size, max_output_tokens(body))
+    result: R = await chain.run(ctx, lambda _ctx: handler())
+    return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import re
 import time
@@ -12,19 +11,19 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gomodel_proxy.core.errors import (
-    AuthenticationError,
     GatewayError,
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
 )
 from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.middleware.auth import Authenticator
 from gomodel_proxy.server.state import CALL, STATE
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 #: Routes that are not requests for the gateway's service: no access line, no request metrics.
 _QUIET_PATHS = frozenset({"/health", "/healthz", "/live", "/ready", "/metrics"})
-#: Routes open without the master key, so probes and scrapers need no secret.
+#: Routes open without a credential, so probes and scrapers need no secret.
 OPEN_PATHS = _QUIET_PATHS
 
 
@@ -95,7 +94,10 @@ ANTHROPIC_PATH_PREFIX = "/v1/messages"
 def error_response(exc: GatewayError, call: CallRecord, *, anthropic: bool = False) -> web.Response:
     if not call.first_byte_at:
         call.first_byte_at = time.perf_counter()
-    headers = {"X-Request-ID": call.request_id, "X-GoModel-Overhead-Ms": overhead_header(call), **exc.headers}
+    headers = {"X-Request-ID": call.request_id, "X-GoModel-Overhead-Ms": overhead_header(call)}
+    if call.headers:  # the gateway's own x-ratelimit-* of an admitted request
+        headers.update(call.headers)
+    headers.update(exc.headers)
     if call.provider:  # which target answered last (after failover: the last one tried)
         headers["X-GoModel-Provider"] = call.provider
         headers["X-GoModel-Model"] = call.model
@@ -121,30 +123,13 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> Gatewa
     return GatewayError(exc.text or exc.reason, status=exc.status)
 
 
-def master_key_middleware(master_key: str) -> Middleware:
-    """Every route but the open ones needs the master key (Bearer or x-api-key); compared in constant time."""
-    expected = master_key.encode()
+def auth_middleware(authenticator: Authenticator) -> Middleware:
+    """Every route but the probes needs a credential; the caller's ``Principal`` goes on the call."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in OPEN_PATHS:
-            presented = _presented_key(request)
-            if presented is None:
-                raise AuthenticationError(
-                    "Missing API key: send the gateway key as 'Authorization: Bearer <key>' or 'x-api-key'."
-                )
-            if not hmac.compare_digest(presented.encode(), expected):
-                raise AuthenticationError("Invalid API key for this gateway.")
+            request[CALL].principal = await authenticator.authenticate(request)
         return await handler(request)
 
     return check
-
-
-def _presented_key(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization")
-    if auth:
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    key = request.headers.get("x-api-key")
-    return key.strip() if key and key.strip() else None

@@ -76,6 +76,8 @@ def answer(upstream: UpstreamResponse, call: CallRecord, status: int, body: byte
     if call.provider:
         headers["X-GoModel-Provider"] = call.provider
         headers["X-GoModel-Model"] = call.model
+    if call.headers:
+        headers.update(call.headers)
     return web.Response(status=status, body=body, headers=headers)
 
 
@@ -105,6 +107,8 @@ async def relay_stream(
     if call.provider:
         headers["X-GoModel-Provider"] = call.provider
         headers["X-GoModel-Model"] = call.model
+    if call.headers:
+        headers.update(call.headers)
     response = web.StreamResponse(status=upstream.status, headers=headers)
     state = request.app[STATE]
     task = asyncio.current_task()

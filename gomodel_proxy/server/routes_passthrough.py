@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
+from functools import partial
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -25,6 +26,7 @@ from gomodel_proxy.core.errors import GatewayError, InvalidRequestError, NotFoun
 from gomodel_proxy.core.interfaces import PassthroughBody, PassthroughProvider, UpstreamResponse
 from gomodel_proxy.core.types import CallRecord
 from gomodel_proxy.httpclient import BodyStream, encode_headers
+from gomodel_proxy.server.inbound import governed
 from gomodel_proxy.server.middlewares import overhead_header
 from gomodel_proxy.server.passthrough_path import base_path, upstream_path
 from gomodel_proxy.server.relay import error_event, is_event_stream
@@ -134,13 +136,23 @@ async def passthrough(request: web.Request) -> web.StreamResponse:
     path = upstream_path(base_path(provider.base_url), tail, request.rel_url.raw_query_string)
     headers = request_headers(request.raw_headers)
     body = await _small_body(request, _body(request))
+    call.billable = True
+    size = len(body) if isinstance(body, bytes) else (request.content_length or 0)
+    send = partial(_send, request, provider, path, headers, body, anthropic=provider.kind == "anthropic")
+    return await governed(request, None, size, send)
+
+
+async def _send(request: web.Request, provider: PassthroughProvider, path: bytes, headers: bytes,
+                body: PassthroughBody, *, anthropic: bool) -> web.StreamResponse:
+    call = call_of(request)
+    state = request.app[STATE]
     in_flight = state.metrics.in_flight_child(ENDPOINT)
     in_flight.inc()
     try:
         call.upstream_started = time.perf_counter()
         upstream = await provider.passthrough(request.method.encode("ascii"), path, headers, body)
         call.upstream_answered_at = time.perf_counter()
-        return await relay(request, upstream, call, anthropic=provider.kind == "anthropic")
+        return await relay(request, upstream, call, anthropic=anthropic)
     finally:
         in_flight.dec()
 

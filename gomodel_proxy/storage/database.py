@@ -113,7 +113,8 @@ class Database:
     @classmethod
     def from_config(cls, config: Config) -> Database:
         db: DatabaseConfig = config.database
-        return cls(resolve_url(config), pool_size=db.pool_size, max_overflow=db.max_overflow)
+        return cls(resolve_url(config), pool_size=db.pool_size, max_overflow=db.max_overflow,
+                   schema=db.schema or None)
 
     @property
     def backend(self) -> Literal["sqlite", "postgresql"]:

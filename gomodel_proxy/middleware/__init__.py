@@ -1,0 +1,1 @@
+"""The request chain: authentication, rate limits, budgets (and later guardrails, cache)."""
