@@ -104,6 +104,10 @@ class KeyCache:
             allowed_models=key.allowed_models, rpm=key.rpm, tpm=key.tpm,
         )
 
+    @property
+    def live_count(self) -> int:
+        return len(self._keys)
+
     def lookup(self, presented: str) -> tuple[KeyRow, Principal] | None:
         """The live key the client presented and who it stands for, or ``None``."""
         digest = hash_key(presented)

@@ -16,6 +16,7 @@ from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.interfaces import Provider
 from gomodel_proxy.llmclient import LLMClient
 from gomodel_proxy.llmclient.metrics import ResilienceCollector
+from gomodel_proxy.observability.governance_metrics import GovernanceCollector
 from gomodel_proxy.observability.logging import get_logger
 from gomodel_proxy.observability.metrics import Metrics
 from gomodel_proxy.observability.recorder import RequestRecorder
@@ -64,6 +65,7 @@ def create_app(config: Config) -> web.Application:
         logger=logger,
     )
     governance = build_governance(config, providers, logger)
+    metrics.add_collector(GovernanceCollector(governance))
     middlewares: list[Middleware] = [edge_middleware]
     if governance.authenticator is not None:
         middlewares.append(auth_middleware(governance.authenticator))

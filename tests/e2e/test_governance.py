@@ -31,6 +31,8 @@ class Governed:
     gateway: Gateway
     admin: Admin
     db: Database
+    url: str
+    schema: str | None
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -39,9 +41,11 @@ async def gov_factory(request: pytest.FixtureRequest, make_gateway: Any, tmp_pat
     gateways: list[Gateway] = []
     schemas: list[tuple[str, str]] = []
 
-    async def make(**kwargs: Any) -> Governed:
+    async def make(*, same_db_as: Governed | None = None, **kwargs: Any) -> Governed:
         mock = kwargs.pop("mock", {})
-        if request.param == "sqlite":
+        if same_db_as is not None:
+            url, schema = same_db_as.url, same_db_as.schema
+        elif request.param == "sqlite":
             url, schema = f"sqlite+aiosqlite:///{tmp_path / f'gov-{len(made)}.db'}", None
         else:
             pg = await find_pg()
@@ -55,7 +59,7 @@ async def gov_factory(request: pytest.FixtureRequest, make_gateway: Any, tmp_pat
         db = Database(url, schema=schema)
         await db.connect(migrate=False)
         made.append(db)
-        return Governed(gateway, Admin(gateway), db)
+        return Governed(gateway, Admin(gateway), db, url, schema)
 
     yield make
     for db in made:
@@ -215,6 +219,9 @@ async def test_every_request_yields_one_usage_record_with_tokens_cost_and_owner(
         assert row["cost"] == pytest.approx(expected)
         assert row["provider"] == "mock" and row["model"] == "m" and row["latency_ms"] > 0
     assert [r["status"] for r in rows if r["status"] != 200] == [404]
+    metrics = await gov.gateway.metrics_text()
+    assert 'gomodel_usage_records_total{state="written"} 3.0' in metrics
+    assert "gomodel_virtual_keys 1.0" in metrics and "gomodel_usage_spooling 0.0" in metrics
 
 
 async def test_a_client_that_leaves_mid_stream_is_billed_for_what_was_streamed(gov_factory: Any) -> None:
@@ -249,3 +256,79 @@ async def test_admin_usage_export_groups_and_csv(gov: Governed) -> None:
         assert resp.status == 200 and resp.content_type == "text/csv"
         lines = (await resp.text()).strip().splitlines()
     assert lines[0].startswith("provider,") and lines[1].startswith("mock,3,")
+
+
+# -- shared state in Redis ----------------------------------------------------------------------------
+@pytest.fixture
+async def redis_prefix_for_gateway(redis_url: str, redis_key_prefix: str) -> dict[str, Any]:
+    return {"url": redis_url, "key_prefix": redis_key_prefix, "retry_s": 0.3}
+
+
+async def test_two_gateways_sharing_redis_and_the_database_share_one_rpm_and_one_budget(
+    gov_factory: Any, redis_prefix_for_gateway: dict[str, Any]
+) -> None:
+    first = await gov_factory(redis=redis_prefix_for_gateway)
+    second = await gov_factory(redis=redis_prefix_for_gateway, same_db_as=first)
+    key = await first.admin.key(rpm=4)
+    headers = {"Authorization": f"Bearer {key}"}
+    for _ in range(100):  # the second instance learns of the key at its next refresh (0.2 s)
+        if second.gateway.state.governance.keys.lookup(key) is not None:
+            break
+        await asyncio.sleep(0.02)
+    statuses = []
+    for target in (first, second, first, second, first, second):
+        async with target.gateway.http.post("v1/chat/completions", json=chat_body(), headers=headers) as resp:
+            statuses.append(resp.status)
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    # A budget set on one instance holds on both: 2 requests' worth at most (max_tokens caps each).
+    team_key = await first.admin.key(max_budget=0.05, budget_period="total")
+    team_key_id = await _key_id(first, team_key)
+    for _ in range(100):
+        if second.gateway.state.governance.keys.budgets.get(f"key:{team_key_id}"):
+            break
+        await asyncio.sleep(0.02)
+    passed = 0
+    for target in (first, second) * 5:
+        async with target.gateway.http.post("v1/chat/completions", json=chat_body(max_tokens=10),
+                                            headers={"Authorization": f"Bearer {team_key}"}) as resp:
+            passed += resp.status == 200
+    rows = await usage_rows(first.db, expect=6 + 10)
+    spent = sum(r["cost"] for r in rows if r["key_id"] == team_key_id)
+    assert 1 <= passed < 10 and spent <= 0.05
+
+
+async def _key_id(gov: Governed, key: str) -> str:
+    found = gov.gateway.state.governance.keys.lookup(key)
+    assert found is not None
+    return str(found[0].id)
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_an_unreachable_redis_fails_open_or_closed_as_configured(gov_factory: Any, policy: str) -> None:
+    from tests.support.tcp_proxy import TcpProxy  # noqa: PLC0415
+
+    proxy = TcpProxy("127.0.0.1", 6379)
+    await proxy.start()
+    try:
+        gov = await gov_factory(redis={"url": f"redis://127.0.0.1:{proxy.port}/0", "on_failure": policy,
+                                       "timeout_ms": 200, "retry_s": 0.3, "key_prefix": "gmtest:failpolicy:"})
+        key = await gov.admin.key(rpm=1000, max_budget=100, budget_period="daily")
+        headers = {"Authorization": f"Bearer {key}"}
+        http = gov.gateway.http
+        async with http.post("v1/chat/completions", json=chat_body(), headers=headers) as resp:
+            assert resp.status == 200 and resp.headers["x-ratelimit-limit-requests"] == "1000"
+        await proxy.stop()
+        async with http.post("v1/chat/completions", json=chat_body(), headers=headers) as resp:
+            body = await resp.json()
+            assert "gomodel_limiter_redis_up 0.0" in await gov.gateway.metrics_text()
+            if policy == "open":
+                assert resp.status == 200 and "x-ratelimit-limit-requests" not in resp.headers
+            else:
+                assert resp.status == 503 and body["error"]["code"] == "limiter_unavailable"
+                assert resp.headers["Retry-After"] == "1"
+        await proxy.start()
+        await asyncio.sleep(0.4)  # past retry_s: Redis is asked again
+        async with http.post("v1/chat/completions", json=chat_body(), headers=headers) as resp:
+            assert resp.status == 200 and resp.headers["x-ratelimit-limit-requests"] == "1000"
+    finally:
+        await proxy.stop()
