@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -48,7 +49,11 @@ def mask_secrets(config: Config) -> dict[str, Any]:
             out = {}
             for f in dataclasses.fields(obj):
                 value = getattr(obj, f.name)
-                out[f.name] = _mask(value) if f.metadata.get("secret") else walk(value)
+                name = f.metadata.get("key", f.name)  # the YAML key (``global`` for ``global_``)
+                if f.metadata.get("mask") == "url" and isinstance(value, str):
+                    out[name] = _mask_url(value)
+                else:
+                    out[name] = _mask(value) if f.metadata.get("secret") else walk(value)
             return out
         if isinstance(obj, dict):
             return {k: walk(v) for k, v in obj.items()}
@@ -58,6 +63,14 @@ def mask_secrets(config: Config) -> dict[str, Any]:
 
     result: dict[str, Any] = walk(config)
     return result
+
+
+def _mask_url(url: str) -> str:
+    """A service URL with its password (if any) replaced by ``***``: where it points stays readable."""
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.\-]*://[^:/@]*:)[^@]*@", re.IGNORECASE)
 
 
 def _mask(value: Any) -> Any:

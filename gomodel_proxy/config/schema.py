@@ -153,7 +153,7 @@ class DatabaseConfig:
     ``cache.dir``. It is a secret (it may carry a password): check-config shows a tag, never the value.
     """
 
-    url: str = field(default="", metadata={"secret": True})
+    url: str = field(default="", metadata={"secret": True, "mask": "url"})
     #: Connections kept open per gateway process (PostgreSQL; SQLite file databases too).
     pool_size: int = field(default=5, metadata={"min": 1, "max": 200})
     #: Connections opened beyond ``pool_size`` under load, closed again when returned.
@@ -170,7 +170,7 @@ class RedisConfig:
     ``url`` empty: both live in this process's memory (exact for one instance only).
     """
 
-    url: str = field(default="", metadata={"secret": True})
+    url: str = field(default="", metadata={"secret": True, "mask": "url"})
     #: Prefix of every key the gateway writes, so that instances of other gateways can share a server.
     key_prefix: str = "gomodel:"
     #: The longest a limiter command may take before Redis counts as unreachable.

@@ -195,3 +195,12 @@ def test_python_dash_m_entry_point(monkeypatch: pytest.MonkeyPatch, capsys: pyte
         runpy.run_module("gomodel_proxy", run_name="__main__")
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"gomodel-proxy {__version__}"
+
+
+def test_check_config_shows_service_urls_without_their_passwords() -> None:
+    config = load_config(None, env={"GOMODEL__REDIS__URL": "redis://:s3cret-pw@cache:6379/0",
+                                    "GOMODEL__RATE_LIMITS__GLOBAL__RPM": "50"})
+    masked = cli.mask_secrets(config)
+    assert masked["redis"]["url"] == "redis://:***@cache:6379/0"
+    assert masked["rate_limits"]["global"]["rpm"] == 50 and "global_" not in masked["rate_limits"]
+    assert "s3cret-pw" not in str(masked)
