@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gomodel_proxy.core.errors import ModelNotFoundError
 from gomodel_proxy.core.interfaces import Provider, UpstreamResponse
+from gomodel_proxy.middleware.auth import model_allowed
 from gomodel_proxy.routing.executor import finished, send_with_failover
 from gomodel_proxy.routing.router import Candidate
 from gomodel_proxy.server.inbound import governed, read_json_object, resolve_plan
@@ -113,11 +114,17 @@ async def list_models(request: web.Request) -> web.StreamResponse:
     call.endpoint = "models"
     state = request.app[STATE]
     models = state.registry.models()
+    principal = call.principal
+    if principal.allowed_models is not None:  # a key sees the models it may use
+        models = [m for m in models if model_allowed(principal, m.qualified_id, m.provider, m.id)]
     if "anthropic-version" in request.headers:  # an Anthropic client (its SDK always sends the header)
         return json_response(anthropic_model_list(models, request.query), call)
     data = [m.to_openai() for m in models]
     if state.router.active:
-        data += state.router.listed()  # aliases and virtual models, owned_by "gomodel-proxy"
+        listed = state.router.listed()  # aliases and virtual models, owned_by "gomodel-proxy"
+        if principal.allowed_models is not None:
+            listed = [m for m in listed if model_allowed(principal, m["id"], "", "")]
+        data += listed
     return json_response({"object": "list", "data": data}, call)
 
 

@@ -132,6 +132,8 @@ async def test_a_model_outside_the_keys_list_gets_403_and_the_admin_api_refuses_
     await messages_client.close()
     async with gov.gateway.http.get("admin/keys", headers={"Authorization": f"Bearer {key}"}) as resp:
         assert resp.status == 403
+    listed = await client.models.list()
+    assert [m.id for m in listed.data] == ["mock/m"]  # the key sees only the models it may use
     async with gov.gateway.http.get("mock/v1/models", headers={"Authorization": f"Bearer {key}"}) as resp:
         assert resp.status in (403, 400)  # limited keys never pass through unchecked
 
