@@ -95,6 +95,10 @@ class BudgetLedger(Protocol):
         """Release the reservation and add the actual cost (actual may exceed the reservation: it is added whole)."""
         ...
 
+    def settle_nowait(self, reservation: Reservation, actual: Decimal) -> None:
+        """``settle`` without waiting for it (the request's end never waits on a settlement)."""
+        ...
+
     async def status(self, budget: BudgetLimit) -> tuple[Decimal, Decimal]:
         """(spent, reserved) in the budget's current period."""
         ...
@@ -231,6 +235,9 @@ class MemoryLedger:
         return Reservation(unique, amount_nano, tags)
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
+        self.settle_nowait(reservation, actual)
+
+    def settle_nowait(self, reservation: Reservation, actual: Decimal) -> None:
         actual_nano = to_nano(actual, ROUND_HALF_EVEN)
         for budget, tag in zip(reservation.budgets, reservation.tags, strict=True):
             counter = self._counters.get((budget.id, tag))
@@ -376,13 +383,20 @@ class RedisLedger:
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         if not reservation.budgets:
             return
-        keys = [self.key(b.id, tag) for b, tag in zip(reservation.budgets, reservation.tags, strict=True)]
-        args = [str(-reservation.amount_nano), str(to_nano(actual, ROUND_HALF_EVEN))]
         # Redis unavailable: dropped on purpose. The call already happened and its usage record carries the
         # cost; the counter keeps holding this reservation until its key expires or is forgotten, and the
         # next seed (from the usage records) repairs the spend. A retry could apply it twice.
         with contextlib.suppress(RedisUnavailable):
-            await self._guard.run(self._settle, keys, args)
+            await self._guard.run(self._settle, *self._settle_call(reservation, actual))
+
+    def settle_nowait(self, reservation: Reservation, actual: Decimal) -> None:
+        """``settle`` sent with the next pipeline, not waited for (dropped while Redis is down, as above)."""
+        if reservation.budgets:
+            self._guard.submit(self._settle, *self._settle_call(reservation, actual))
+
+    def _settle_call(self, reservation: Reservation, actual: Decimal) -> tuple[list[str], list[str]]:
+        keys = [self.key(b.id, tag) for b, tag in zip(reservation.budgets, reservation.tags, strict=True)]
+        return keys, [str(-reservation.amount_nano), str(to_nano(actual, ROUND_HALF_EVEN))]
 
     async def status(self, budget: BudgetLimit) -> tuple[Decimal, Decimal]:
         now = self._clock()

@@ -14,6 +14,7 @@ an idle bucket vanishes when it would be full anyway, which is what an absent bu
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from gomodel_proxy.limits.redis_guard import RedisGuard, RedisUnavailable
@@ -124,17 +125,25 @@ class RedisRateLimiter:
 
     async def charge(self, limits: Sequence[Limit], tokens: int) -> None:
         """Add ``tokens`` to the token buckets (negative gives back); dropped while Redis is down."""
+        call = self._charge_call(limits, tokens)
+        if call is not None:
+            with contextlib.suppress(RedisUnavailable):
+                await self._guard.run(self._charge, *call)
+
+    def charge_nowait(self, limits: Sequence[Limit], tokens: int) -> None:
+        """``charge`` sent with the next pipeline, not waited for."""
+        call = self._charge_call(limits, tokens)
+        if call is not None:
+            self._guard.submit(self._charge, *call)
+
+    def _charge_call(self, limits: Sequence[Limit], tokens: int) -> tuple[list[str], list[int]] | None:
         if tokens == 0:
-            return
+            return None
         tok_limits = [limit for limit in limits if limit.tpm > 0]
         if not tok_limits:
-            return
+            return None
         keys = [f"{self._prefix}{limit.name}:tpm" for limit in tok_limits]
-        args = [tokens, *(limit.tpm for limit in tok_limits)]
-        try:
-            await self._guard.run(self._charge, keys, args)
-        except RedisUnavailable:
-            return
+        return keys, [tokens, *(limit.tpm for limit in tok_limits)]
 
     async def close(self) -> None:
         """Nothing of its own to release: the guard (and its client) belongs to whoever made it."""

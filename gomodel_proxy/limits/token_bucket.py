@@ -80,6 +80,10 @@ class RateLimiter(Protocol):
         """Add ``tokens`` (negative: give back an over-estimate) to the token buckets; never refuses."""
         ...
 
+    def charge_nowait(self, limits: Sequence[Limit], tokens: int) -> None:
+        """``charge`` without waiting for it (the request's end never waits on a settlement)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -256,6 +260,9 @@ class MemoryRateLimiter:
 
     async def charge(self, limits: Sequence[Limit], tokens: int) -> None:
         """Add ``tokens`` to the token buckets (negative gives back, never above capacity)."""
+        self.charge_nowait(limits, tokens)
+
+    def charge_nowait(self, limits: Sequence[Limit], tokens: int) -> None:
         if tokens == 0:
             return
         now = self._clock()

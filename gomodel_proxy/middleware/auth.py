@@ -63,6 +63,9 @@ class Authenticator:
                     raise AuthenticationError("This API key has expired; ask the gateway's admin for a new one.",
                                               code="expired_api_key")
                 return principal
+            if self.keys.revoked(presented):
+                raise AuthenticationError("This API key has been revoked; ask the gateway's admin for a new one.",
+                                          code="revoked_api_key")
         if self.jwt is not None and looks_like_jwt(presented):
             return await self.jwt.verify(presented)
         raise AuthenticationError("Invalid API key for this gateway.")

@@ -4,7 +4,7 @@ Before the provider is called the request's worst case is reserved against every
 (prompt bytes / 4 input tokens plus ``max_tokens`` output, or ``budgets.default_output_tokens`` when
 the client set none, priced for the model it goes to), all or none, atomically (in Redis when
 configured), so concurrent requests cannot overshoot. When the answer ends (a stream, or a client
-that left, too) the reservation is settled with the real cost in the background.
+that left, too) the reservation is settled with the real cost without waiting for it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from gomodel_proxy.billing.ledger import BudgetLedger, BudgetLimit
 from gomodel_proxy.core.interfaces import Handler, RequestContext
 from gomodel_proxy.core.types import Principal, Usage
 from gomodel_proxy.middleware.key_cache import KeyCache
-from gomodel_proxy.middleware.ratelimit import Spawn
 
 #: The least a request reserves (one nano-dollar): a used-up budget refuses even an unpriced model.
 _LEAST = Decimal("0.000000001")
@@ -25,12 +24,11 @@ _LEAST = Decimal("0.000000001")
 
 class Budget:
     def __init__(self, ledger: BudgetLedger, keys: KeyCache, pricer: CallPricer, *,
-                 default_output_tokens: int, spawn: Spawn) -> None:
+                 default_output_tokens: int) -> None:
         self.ledger = ledger
         self.keys = keys
         self.pricer = pricer
         self.default_output_tokens = default_output_tokens
-        self.spawn = spawn
 
     def budgets_for(self, principal: Principal) -> list[BudgetLimit]:
         table = self.keys.budgets
@@ -62,4 +60,4 @@ class Budget:
         try:
             return await call_next(ctx)
         finally:
-            self.spawn(self.ledger.settle(reservation, self.pricer.settle(call) or Decimal(0)))
+            self.ledger.settle_nowait(reservation, self.pricer.settle(call) or Decimal(0))

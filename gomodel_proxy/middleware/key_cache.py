@@ -34,6 +34,7 @@ class KeyCache:
         self.logger = logger
         self._keys: dict[str, KeyRow] = {}  # by key_hash
         self._principals: dict[str, Principal] = {}  # by key_hash
+        self._revoked: set[str] = set()  # key hashes revoked, so that the client can be told so
         self.keys_by_id: dict[str, KeyRow] = {}
         self.users: dict[str, UserRow] = {}
         self.teams: dict[str, TeamRow] = {}
@@ -87,8 +88,10 @@ class KeyCache:
                 self.keys_by_id[row.id] = row
                 if row.revoked_at is None:
                     self._keys[row.key_hash] = row
+                    self._revoked.discard(row.key_hash)
                 else:
                     self._keys.pop(row.key_hash, None)
+                    self._revoked.add(row.key_hash)
                 if self._since is None or row.updated_at - _OVERLAP > self._since:
                     self._since = row.updated_at - _OVERLAP
             # Users' teams and admin flags feed the principals: rebuild them all (cheap dict work).
@@ -115,6 +118,9 @@ class KeyCache:
         if row is None:
             return None
         return row, self._principals[digest]
+
+    def revoked(self, presented: str) -> bool:
+        return hash_key(presented) in self._revoked
 
     @staticmethod
     def expired(row: KeyRow, now: datetime | None = None) -> bool:

@@ -3,12 +3,12 @@
 One limiter call admits or refuses the request against every limit that applies (all or nothing);
 when nothing applies, the limiter is not called at all. The tokens taken at admission are the
 request's estimate (prompt bytes / 4 plus its ``max_tokens``); when the answer ends (a stream too)
-the difference to the real usage is charged in the background, never delaying the client.
+the difference to the real usage is charged without waiting (in memory at once; in Redis with the next
+pipeline), never delaying the client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gomodel_proxy.config.schema import RateLimitsConfig
@@ -17,8 +17,6 @@ from gomodel_proxy.core.types import Principal
 from gomodel_proxy.limits.token_bucket import Limit, RateLimiter, rate_limit_error
 from gomodel_proxy.middleware.key_cache import KeyCache
 
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
-
 
 def estimated_tokens(ctx: RequestContext) -> int:
     """Prompt bytes / 4 (about a token each) plus the answer's cap when the client set one."""
@@ -26,11 +24,10 @@ def estimated_tokens(ctx: RequestContext) -> int:
 
 
 class RateLimit:
-    def __init__(self, limiter: RateLimiter, config: RateLimitsConfig, keys: KeyCache | None, spawn: Spawn) -> None:
+    def __init__(self, limiter: RateLimiter, config: RateLimitsConfig, keys: KeyCache | None) -> None:
         self.limiter = limiter
         self.config = config
         self.keys = keys
-        self.spawn = spawn
 
     def limits_for(self, principal: Principal) -> list[Limit]:
         limits: list[Limit] = []
@@ -74,4 +71,4 @@ class RateLimit:
                 usage = call.usage
                 used = usage.input_tokens + usage.output_tokens if usage is not None else 0
                 if used != estimate:
-                    self.spawn(self.limiter.charge(limits, used - estimate))
+                    self.limiter.charge_nowait(limits, used - estimate)

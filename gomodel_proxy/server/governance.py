@@ -11,9 +11,7 @@ What is built depends on what is configured, so a gateway without it pays nothin
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -42,9 +40,6 @@ from gomodel_proxy.middleware.ratelimit import RateLimit
 from gomodel_proxy.storage.database import Database
 from gomodel_proxy.storage.tables import utcnow
 
-#: How long shutdown waits for settlements still running (budget and TPM charges) before closing.
-_DRAIN_S = 5.0
-
 
 @dataclass(slots=True)
 class Governance:
@@ -60,7 +55,6 @@ class Governance:
     ledger: BudgetLedger | None = None
     writer: UsageWriter | None = None
     chain: Chain = field(default_factory=lambda: Chain(()))
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -74,12 +68,11 @@ class Governance:
             await self.writer.start()
 
     async def close(self) -> None:
-        """Drain: settlements finish, every usage record reaches the database or the spool file."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=_DRAIN_S)
+        """Drain: every usage record reaches the database or the spool file; the guard (closed last)
+        sends the settlements still queued for Redis."""
         if self.writer is not None:
             await self.writer.close()
-        for part in (self.keys, self.jwt, self.limiter, self.ledger, self.guard):
+        for part in (self.keys, self.jwt, self.limiter, self.ledger, self.guard):  # the guard last
             if part is not None:
                 with contextlib.suppress(Exception):
                     await part.close()
@@ -87,18 +80,6 @@ class Governance:
             await self.db.close()
 
     # -- per request ------------------------------------------------------------------------------
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a settlement in the background (the client never waits for it); kept until done."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            self.logger.warning("settlement failed", error=f"{type(exc).__name__}: {exc}"[:200])
-
     def record_usage(self, call: CallRecord) -> None:
         """The usage record of a finished API call (called once per request, by the recorder)."""
         writer = self.writer
@@ -139,12 +120,12 @@ def build_governance(config: Config, providers: dict[str, Provider], logger: Any
         configured = any((limits.default_key.rpm, limits.default_key.tpm, limits.global_.rpm, limits.global_.tpm))
         if features.rate_limiting and (gov.keys is not None or gov.jwt is not None or configured):
             gov.limiter = RedisRateLimiter(gov.guard) if gov.guard is not None else MemoryRateLimiter()
-            steps.append(RateLimit(gov.limiter, limits, gov.keys, gov.spawn))
+            steps.append(RateLimit(gov.limiter, limits, gov.keys))
         if features.budgets and gov.keys is not None and gov.db is not None:
             seed = _seed(gov.db)
             gov.ledger = RedisLedger(gov.guard, seed) if gov.guard is not None else MemoryLedger(seed)
             steps.append(Budget(gov.ledger, gov.keys, gov.pricer,
-                                default_output_tokens=config.budgets.default_output_tokens, spawn=gov.spawn))
+                                default_output_tokens=config.budgets.default_output_tokens))
     gov.chain = Chain(steps)
     if features.usage_tracking and gov.db is not None:
         spool = Path(config.usage.spool_dir or config.cache.dir)

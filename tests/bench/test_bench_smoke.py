@@ -2,7 +2,8 @@
 
 It checks that the script works, not any speed: no figure is compared with a target here. The per-chunk
 delay phase must have figures for each route, and every text chunk of every paced stream must have come
-through, in order (the gateway's translated route included).
+through, in order (the gateway's translated route included). A second, shorter run of ``--suite governance``
+checks the governance comparison: every variant measured, none refused, usage records written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = ("direct", "relay", "gateway")
 REQUESTS = {"non-stream", "stream", "stream+include_usage"}
 PACED_ROUTES = ("direct", "relay", "native", "translated")
+GOV_SYSTEMS = ("bare", "memory", "redis", "memory_norec")
 
 
 def _loadgen_usable() -> bool:
@@ -31,8 +33,8 @@ def _loadgen_usable() -> bool:
 @pytest.mark.skipif(not _loadgen_usable(), reason="neither wrk nor the Python load generator (aiohttp, uvloop)")
 def test_quick_run_reports_all_three_systems(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "bench/run.py", "--quick", "--output", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=90, check=False)
+    proc = subprocess.run([sys.executable, "bench/run.py", "--quick", "--suite", "relay", "--output", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     results = json.loads(out.read_text())
 
@@ -78,3 +80,37 @@ def test_quick_run_reports_all_three_systems(tmp_path: Path) -> None:
         assert row["samples"] > 0 and 0 < row["p50_us"] <= row["p99_us"], key
     target = next(t for t in results["targets"] if t["name"].startswith("added per-chunk latency p99"))
     assert target["value"] == round(per_chunk["added"]["translated-direct"]["p99_us"], 3)
+
+
+@pytest.mark.skipif(not _loadgen_usable(), reason="neither wrk nor the Python load generator (aiohttp, uvloop)")
+def test_quick_governance_run_compares_with_the_bare_gateway(tmp_path: Path) -> None:
+    out = tmp_path / "g.json"
+    proc = subprocess.run([sys.executable, "bench/run.py", "--quick", "--suite", "governance", "--duration", "0.2",
+                           "--output", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    results = json.loads(out.read_text())
+    assert "scenarios" not in results  # the relay suite did not run
+    gov = results["governance"]
+    systems = list(gov["systems"])
+    # (c) needs a Redis server; the others always run
+    assert {"bare", "memory", "memory_norec"} <= set(systems) <= set(GOV_SYSTEMS)
+    assert ("redis" in systems) != bool(gov["skipped"])
+    for key in ("c50", "c50_stream"):
+        scenario = gov["scenarios"][key]
+        for system in systems:
+            figures = scenario[system]
+            assert figures["requests"] > 0 and figures["rps"] > 0, (key, system)
+            assert figures["server_cpu_us_per_req"] > 0, (key, system)
+            assert figures["errors"] == 0, (key, system)  # the run stops on any refusal, this only restates it
+        assert set(scenario["vs_bare"]) == set(systems) - {"bare"}, key
+        for ratio in scenario["vs_bare"].values():
+            assert ratio["rps"] > 0 and ratio["per_core"] > 0, key
+    assert all(c["ok"] for c in gov["checks"]), gov["checks"]
+    assert [t["system"] for t in gov["targets"]] == systems[1:]
+    records = gov["usage_records"]
+    assert set(records) == {"memory", "redis"} & set(systems)  # (a) and (d) write none
+    for system, rec in records.items():
+        assert rec["rows"] >= rec["requests_answered_in_phases"] > 0, system
+        assert rec["cost_usd"] > 0, system  # the bench model is priced: budgets settle real amounts
+    if "redis" in systems:
+        assert gov["redis"]["keys_at_end"] > 0

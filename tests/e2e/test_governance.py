@@ -111,6 +111,7 @@ async def test_wrong_missing_revoked_and_expired_keys_get_401_in_the_clients_sha
     await gov.admin.call("DELETE", f"admin/keys/{key_id}")
     async with http.post("v1/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {key}"}) as resp:
         assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "revoked_api_key"
     expired = await gov.admin.key(expires_at="2020-01-01T00:00:00Z")
     async with http.post("v1/chat/completions", json=chat_body(),
                          headers={"Authorization": f"Bearer {expired}"}) as resp:
