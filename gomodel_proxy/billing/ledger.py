@@ -124,8 +124,14 @@ def from_nano(nano: int) -> Decimal:
 
 
 def _max_nano(budget: BudgetLimit) -> int:
+    return _max_nano_of(budget.max_usd)
+
+
+@functools.lru_cache(maxsize=4096)
+def _max_nano_of(max_usd: Decimal) -> int:
     # Rounded down: the cap is never looser than configured. A negative maximum admits nothing.
-    return to_nano(max(budget.max_usd, Decimal(0)), ROUND_FLOOR)
+    # Cached: a budget's maximum is read on every reservation and changes only through the admin API.
+    return to_nano(max(max_usd, Decimal(0)), ROUND_FLOOR)
 
 
 def _usd(value: Decimal) -> str:

@@ -25,6 +25,8 @@ def utcnow() -> datetime:
 
 def _utc(now: datetime) -> datetime:
     # A naive datetime would silently be read as local time by astimezone(): refuse it instead.
+    if now.tzinfo is UTC:
+        return now
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("budget periods need an aware datetime (UTC)")
     return now.astimezone(UTC)
@@ -49,8 +51,22 @@ def period_bounds(period: Period, now: datetime) -> tuple[datetime, datetime | N
 
 
 def period_tag(period: Period, now: datetime) -> str:
-    """The name of the period containing ``now`` (part of the counter's key)."""
+    """The name of the period containing ``now`` (part of the counter's key); asked on every
+    reservation, so remembered per day (a string format costs more than the lookup)."""
     now = _utc(now)
+    key = (period, now.year, now.month, now.day)
+    tag = _TAGS.get(key)
+    if tag is None:
+        if len(_TAGS) > 64:
+            _TAGS.clear()
+        tag = _TAGS[key] = _period_tag(period, now)
+    return tag
+
+
+_TAGS: dict[tuple[str, int, int, int], str] = {}
+
+
+def _period_tag(period: Period, now: datetime) -> str:
     if period == "daily":
         return f"d{now:%Y-%m-%d}"
     if period == "weekly":

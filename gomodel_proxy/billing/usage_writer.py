@@ -27,13 +27,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from gomodel_proxy.storage.database import Database
@@ -218,10 +217,16 @@ class UsageWriter:
         return min(self.flush_timeout_s, self._deadline - asyncio.get_running_loop().time())
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        dialect = postgresql if self.db.backend == "postgresql" else sqlite
-        stmt = dialect.insert(usage_records).on_conflict_do_nothing(index_elements=["id"])
+        """One multi-row INSERT ... ON CONFLICT (id) DO NOTHING, straight to the driver's executemany.
+
+        The SQL is written once per backend and the rows handed over as tuples: SQLAlchemy's per-row
+        parameter processing would cost about as much again as the database's own work.
+        """
+        postgres = self.db.backend == "postgresql"
+        sql = _INSERT_SQL[postgres]
+        params = [_params(row, postgres) for row in rows]
         async with self.db.begin() as conn:
-            await conn.execute(stmt, rows)
+            await conn.exec_driver_sql(sql, params)
         self.batches += 1
 
     async def _flush_rows(self, rows: list[dict[str, Any]], *, replay: bool) -> list[dict[str, Any]]:
@@ -363,9 +368,33 @@ def _prepare(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _insert_sql(postgres: bool) -> str:
+    columns = ", ".join(_COLUMNS)
+    marks = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1)) if postgres else ", ".join("?" * len(_COLUMNS))
+    # The names are the table's own columns (tables.py), the values are bound: nothing of a client is spliced.
+    return f"INSERT INTO usage_records ({columns}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"  # noqa: S608
+
+
+#: By backend (``True``: PostgreSQL's ``$n`` placeholders, ``False``: SQLite's ``?``).
+_INSERT_SQL = {True: _insert_sql(True), False: _insert_sql(False)}
+_CREATED_AT = _COLUMNS.index("created_at")
+
+
+def _params(row: dict[str, Any], postgres: bool) -> tuple[Any, ...]:
+    """A prepared row as the driver takes it: ``created_at`` as UTC without an offset, as ``UTCDateTime``
+    stores it (a naive datetime, for PostgreSQL; SQLAlchemy's text form, for SQLite)."""
+    values = [row[c] for c in _COLUMNS]
+    created = values[_CREATED_AT]
+    if not isinstance(created, datetime) or created.tzinfo is None or created.utcoffset() is None:
+        raise ValueError(f"usage row {row.get('id')!r}: created_at must be an aware datetime, not {created!r}")
+    utc = created.astimezone(UTC).replace(tzinfo=None)
+    values[_CREATED_AT] = utc if postgres else utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return tuple(values)
+
+
 def _is_data_error(exc: BaseException) -> bool:
     """The database refused the rows themselves (retrying cannot help), not a failure of the database."""
-    if isinstance(exc, DataError | IntegrityError):
+    if isinstance(exc, DataError | IntegrityError | ValueError):
         return True
     # A StatementError that is no DBAPIError failed before reaching the database (a bind value refused).
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)

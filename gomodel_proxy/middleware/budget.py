@@ -10,13 +10,15 @@ that left, too) the reservation is settled with the real cost without waiting fo
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from gomodel_proxy.billing.call_cost import CallPricer
 from gomodel_proxy.billing.ledger import BudgetLedger, BudgetLimit
+from gomodel_proxy.billing.periods import Period
 from gomodel_proxy.core.interfaces import Handler, RequestContext
 from gomodel_proxy.core.types import Principal, Usage
 from gomodel_proxy.middleware.key_cache import KeyCache
+from gomodel_proxy.storage.repository import BudgetRow
 
 #: The least a request reserves (one nano-dollar): a used-up budget refuses even an unpriced model.
 _LEAST = Decimal("0.000000001")
@@ -29,6 +31,8 @@ class Budget:
         self.keys = keys
         self.pricer = pricer
         self.default_output_tokens = default_output_tokens
+        #: The ledger's view of each budget row, built once per row the key cache loaded.
+        self._limits: dict[str, tuple[BudgetRow, BudgetLimit]] = {}
 
     def budgets_for(self, principal: Principal) -> list[BudgetLimit]:
         table = self.keys.budgets
@@ -42,10 +46,15 @@ class Budget:
         if principal.team_id:
             ids.append(f"team:{principal.team_id}")
         found: list[BudgetLimit] = []
+        limits = self._limits
         for budget_id in ids:
             row = table.get(budget_id)
             if row is not None:
-                found.append(BudgetLimit(row.id, Decimal(str(row.max_budget)), row.period))  # type: ignore[arg-type]
+                cached = limits.get(budget_id)
+                if cached is None or cached[0] is not row:  # new, or reloaded by the key cache
+                    cached = limits[budget_id] = (row, BudgetLimit(row.id, Decimal(str(row.max_budget)),
+                                                                   cast(Period, row.period)))
+                found.append(cached[1])
         return found
 
     async def process(self, ctx: RequestContext, call_next: Handler) -> Any:

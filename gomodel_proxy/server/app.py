@@ -32,7 +32,7 @@ from gomodel_proxy.server import (
     routes_v1,
 )
 from gomodel_proxy.server.governance import build_governance
-from gomodel_proxy.server.middlewares import auth_middleware, edge_middleware
+from gomodel_proxy.server.middlewares import edge_middleware
 from gomodel_proxy.server.state import CALL, STATE, GatewayState
 
 
@@ -67,8 +67,6 @@ def create_app(config: Config) -> web.Application:
     governance = build_governance(config, providers, logger)
     metrics.add_collector(GovernanceCollector(governance))
     middlewares: list[Middleware] = [edge_middleware]
-    if governance.authenticator is not None:
-        middlewares.append(auth_middleware(governance.authenticator))
     app = web.Application(
         middlewares=middlewares,
         client_max_size=int(config.server.body_limit_mb * 1024 * 1024),
@@ -79,7 +77,7 @@ def create_app(config: Config) -> web.Application:
     app[STATE] = GatewayState(
         config=config, providers=providers, registry=registry, metrics=metrics, recorder=recorder,
         logger=logger, router=Router(config, registry, metrics, logger),
-        governance=governance, chain=governance.chain,
+        governance=governance, chain=governance.chain, authenticator=governance.authenticator,
     )
     routes_v1.add_routes(app)
     routes_usage.add_routes(app)

@@ -8,7 +8,7 @@ import re
 import time
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
 from gomodel_proxy.core.errors import (
     GatewayError,
@@ -17,7 +17,6 @@ from gomodel_proxy.core.errors import (
     PayloadTooLargeError,
 )
 from gomodel_proxy.core.types import CallRecord
-from gomodel_proxy.middleware.auth import Authenticator
 from gomodel_proxy.server.state import CALL, STATE
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -41,6 +40,11 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     response: web.StreamResponse | None = None
     try:
         try:
+            # Authentication is part of the edge rather than a middleware of its own: one middleware
+            # layer less per request, and its 401 is rendered here like every other error.
+            authenticator = request.app[STATE].authenticator
+            if authenticator is not None and request.path not in OPEN_PATHS:
+                call.principal = await authenticator.authenticate(request)
             response = await handler(request)
         except web.HTTPException as exc:
             raise _from_http_exception(request, exc) from None
@@ -121,15 +125,3 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> Gatewa
             "(e.g. POST /v1/chat/completions, GET /v1/models)."
         )
     return GatewayError(exc.text or exc.reason, status=exc.status)
-
-
-def auth_middleware(authenticator: Authenticator) -> Middleware:
-    """Every route but the probes needs a credential; the caller's ``Principal`` goes on the call."""
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
-            request[CALL].principal = await authenticator.authenticate(request)
-        return await handler(request)
-
-    return check

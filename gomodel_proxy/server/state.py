@@ -11,6 +11,7 @@ from aiohttp import web
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.interfaces import Provider
 from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.middleware.auth import Authenticator
 from gomodel_proxy.middleware.chain import Chain
 from gomodel_proxy.observability.metrics import Metrics
 from gomodel_proxy.observability.recorder import RequestRecorder
@@ -32,6 +33,8 @@ class GatewayState:
     governance: Any
     #: The request chain (empty, and skipped, when no middleware is on).
     chain: Chain
+    #: Who may call (master key, virtual keys, JWT); ``None``: no authentication configured.
+    authenticator: Authenticator | None = None
     #: Set when shutdown begins: requests cut after the grace period are told so, and logged as such.
     shutting_down: bool = False
     #: Tasks relaying a stream now; those still running when the grace period ends are cancelled.
