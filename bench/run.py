@@ -21,9 +21,15 @@ interference, and the figures say how busy each core was so that a load-bound re
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/run.py               # default run, about 4.5 minutes
+    .venv/bin/python bench/run.py               # default run (both suites), about 6.5 minutes
     .venv/bin/python bench/run.py --quick       # smoke run of a few seconds
     .venv/bin/python bench/run.py --profile     # also sample the gateway with py-spy under load
+    .venv/bin/python bench/run.py --suite governance  # only: bare vs auth + limits + budget (memory, Redis)
+
+The governance suite (``--suite governance``, part of the default run) compares the gateway bare (no
+master key, no usage records) with the gateway governed through a virtual key (auth, rate limits and a
+budget, in memory or in Redis; with and without usage records), each as a ratio to the bare one of the same
+run; any refused request stops it (bench/README.md, "Governance").
 
 Results: a table on stdout and the same figures in ``bench/results/latest.json``.
 """
@@ -292,9 +298,9 @@ class RawHTTP:
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 
-    def request(self, method: str, path: str, body: bytes = b"") -> Reply:
+    def request(self, method: str, path: str, body: bytes = b"", key: str = MASTER_KEY) -> Reply:
         head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-                f"Authorization: Bearer {MASTER_KEY}\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         started = time.perf_counter()
         self.sock.sendall(head + body)
@@ -368,9 +374,9 @@ class WrkLoad:
         return path
 
     def run(self, port: int, body: bytes, concurrency: int, duration_s: float,
-            tick: Callable[[], None]) -> dict[str, Any]:
+            tick: Callable[[], None], key: str = MASTER_KEY) -> dict[str, Any]:
         cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{math.ceil(duration_s) + 30}s", "--timeout", "10s",
-               "-s", str(LOAD_LUA), f"http://127.0.0.1:{port}{PATH}", "--", str(self._body_file(body)), MASTER_KEY]
+               "-s", str(LOAD_LUA), f"http://127.0.0.1:{port}{PATH}", "--", str(self._body_file(body)), key]
         proc = self.children.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.perf_counter() + duration_s
@@ -390,7 +396,7 @@ class WrkLoad:
         lat = raw["latency_us"]
         errors = sum(raw["errors"].values())
         return {
-            "requests": raw["requests"], "errors": errors, "seconds": round(seconds, 3),
+            "requests": raw["requests"], "errors": errors, "error_kinds": raw["errors"], "seconds": round(seconds, 3),
             "rps": raw["requests"] / seconds if seconds else 0.0,
             "p50_ms": lat["p50"] / 1000, "p99_ms": lat["p99"] / 1000, "mean_ms": lat["mean"] / 1000,
         }
@@ -406,17 +412,17 @@ class PyLoad:
     name = "python aiohttp (fallback)"
 
     def run(self, port: int, body: bytes, concurrency: int, duration_s: float,
-            tick: Callable[[], None]) -> dict[str, Any]:
+            tick: Callable[[], None], key: str = MASTER_KEY) -> dict[str, Any]:
         import uvloop  # noqa: PLC0415 - only the fallback needs them
 
-        return uvloop.run(self._run(port, body, concurrency, duration_s, tick))
+        return uvloop.run(self._run(port, body, concurrency, duration_s, tick, key))
 
     async def _run(self, port: int, body: bytes, concurrency: int, duration_s: float,
-                   tick: Callable[[], None]) -> dict[str, Any]:
+                   tick: Callable[[], None], key: str) -> dict[str, Any]:
         import aiohttp  # noqa: PLC0415
 
         url = f"http://127.0.0.1:{port}{PATH}"
-        headers = {"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         latencies: list[float] = []
         errors = 0
         loop = asyncio.get_running_loop()
@@ -930,17 +936,19 @@ def gateway_config(setup: Setup, upstream_port: int) -> Path:
     return path
 
 
-def start_gateway(setup: Setup, config: Path) -> tuple[subprocess.Popen[Any], Target, float]:
+def start_gateway(setup: Setup, config: Path, log_name: str = "gateway.log",
+                  name: str = "gateway") -> tuple[subprocess.Popen[Any], Target, float]:
     """Start the gateway pinned to its core; return it once /ready answers 200, with the time taken."""
     port = free_port()
-    log_path = setup.workdir / "gateway.log"
+    log_path = setup.workdir / log_name
     log = log_path.open("ab")
     cmd = [sys.executable, "-m", "gomodel_proxy", "--config", str(config), "--port", str(port)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOMODEL")}
     started = time.perf_counter()
     proc = setup.children.spawn(cmd, cpu=setup.gateway_cpu, cwd=REPO, env=env, stdout=log, stderr=log)
     log.close()
-    setup.gateway_log = log_path
+    if name == "gateway":
+        setup.gateway_log = log_path
     while probe(port, "/ready") != 200:
         if proc.poll() is not None:
             raise BenchError(f"the gateway exited with code {proc.returncode}:\n{tail(log_path)}")
@@ -948,7 +956,7 @@ def start_gateway(setup: Setup, config: Path) -> tuple[subprocess.Popen[Any], Ta
             raise BenchError(f"the gateway was not ready after 30 s:\n{tail(log_path)}")
         time.sleep(0.002)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    return proc, Target("gateway", port, proc.pid, setup.gateway_cpu), elapsed_ms
+    return proc, Target(name, port, proc.pid, setup.gateway_cpu), elapsed_ms
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -993,17 +1001,22 @@ def check_replies(direct: Target, *others: Target) -> list[dict[str, Any]]:
 
 # -- measuring ----------------------------------------------------------------------------------
 def measure(scenario: Scenario, target: Target, duration_s: float, loadgen: Any, rss: RssPeak,
-            load_cpu: int) -> dict[str, Any]:
+            load_cpu: int, key: str = MASTER_KEY, extra_pids: dict[str, int] | None = None) -> dict[str, Any]:
     """One phase, plus what the serving process spent: CPU per request, and how busy each core was."""
+    extra_pids = extra_pids or {}
     cpu_before = cpu_seconds(target.pid)
+    extra_before = {name: cpu_seconds(pid) for name, pid in extra_pids.items()}
     cores_before = core_times()
     started = time.perf_counter()
     if scenario.kind == "ttfb":
         result = ttfb_run(target.port, scenario.body, duration_s, rss.tick)
     else:
-        result = loadgen.run(target.port, scenario.body, scenario.concurrency, duration_s, rss.tick)
+        result = loadgen.run(target.port, scenario.body, scenario.concurrency, duration_s, rss.tick, key)
     wall = time.perf_counter() - started
     cpu = cpu_seconds(target.pid) - cpu_before
+    for name, pid in extra_pids.items():  # e.g. redis-server: what the gateway's Redis calls cost there
+        spent = cpu_seconds(pid) - extra_before[name]
+        result[f"{name}_cpu_us_per_req"] = spent / result["requests"] * 1e6 if result["requests"] else 0.0
     cores_after = core_times()
     result["server_cpu_us_per_req"] = cpu / result["requests"] * 1e6 if result["requests"] else 0.0
     result["server_cpu_pct"] = 100 * cpu / wall
@@ -1409,6 +1422,331 @@ def print_profile(report: dict[str, Any]) -> None:
             print(f"    {pct:5.1f}%  {name}")
 
 
+# -- the governance suite: what auth, rate limits, budgets and usage records cost --------------------
+#: The gateways compared, each its own process on the gateway's core, measured in alternating turns.
+GOV_SYSTEMS = ("bare", "memory", "redis", "memory_norec")
+GOV_TITLES = {
+    "bare": "(a) no master key, usage_tracking off: nothing of governance",
+    "memory": "(b) virtual key: auth + rate limit + budget in memory, usage records to SQLite",
+    "redis": "(c) as (b), rate-limit buckets and budget counters in Redis",
+    "memory_norec": "(d) as (b), usage_tracking off: the chain without the record writer",
+}
+GOV_SHORT = {"bare": "(a) bare", "memory": "(b) memory", "redis": "(c) redis", "memory_norec": "(d) mem-norec"}
+#: Governed gateways should keep this share of the bare gateway's req/s (c=50, non-streaming).
+GOV_TARGET = 0.80
+GOV_SCENARIOS = [s for s in SCENARIOS if s.key in ("c50", "c50_stream")]
+#: The virtual key's limits: far above what one core can serve, so nothing is refused, yet every
+#: request goes through the token buckets (2 of them) and the budget's reservation and settlement.
+GOV_KEY = {"name": "bench", "rpm": 1_000_000_000, "tpm": 2_000_000_000, "max_budget": 1e9,
+           "budget_period": "monthly"}
+#: A price for the bench model, so that budgets reserve and settle real amounts (an unpriced model
+#: would reserve the minimum and settle nothing).
+GOV_PRICE = {"input": 0.15, "output": 0.6}
+
+
+@dataclass
+class GovGateway:
+    name: str
+    target: Target
+    proc: subprocess.Popen[Any]
+    log: Path
+    db_file: Path | None  # the SQLite file holding its usage records (None: it writes none)
+    key: str = MASTER_KEY  # what its clients present (a virtual key where there is a master key)
+
+
+def governance_config(setup: Setup, upstream_port: int, name: str, *, master: bool, usage: bool,
+                      redis_url: str = "", redis_prefix: str = "") -> tuple[Path, Path]:
+    """One gateway of the comparison: the ``bench`` provider only, its own cache dir and SQLite file."""
+    cache = setup.workdir / f"gov-{name}"
+    path = setup.workdir / f"gateway-{name}.yaml"
+    text = ("server:\n  host: 127.0.0.1\n"
+            + (f"  master_key: {MASTER_KEY}\n" if master else "")
+            + "  log_level: warning\n  log_format: json\n  shutdown_grace_s: 1\n"
+            "features:\n"
+            f"  admin_api: {'true' if master else 'false'}\n"
+            f"  usage_tracking: {'true' if usage else 'false'}\n"
+            "providers:\n  bench:\n    type: openai_compatible\n"
+            f"    base_url: http://127.0.0.1:{upstream_port}/v1\n    api_key: bench-upstream-key\n"
+            f"    models: [{MODEL}]\n"
+            f"cache:\n  dir: {cache}\n"
+            "pricing:\n  models:\n"
+            f"    openai_compatible/{MODEL}: {{input: {GOV_PRICE['input']}, output: {GOV_PRICE['output']}}}\n")
+    if redis_url:
+        text += f"redis:\n  url: {redis_url}\n  key_prefix: '{redis_prefix}'\n"
+    path.write_text(text)
+    return path, cache / "gomodel.db"
+
+
+def create_virtual_key(port: int) -> str:
+    """``POST /admin/keys`` with the master key: the plaintext key of a new virtual key with a budget."""
+    client = RawHTTP(port)
+    try:
+        reply = client.request("POST", "/admin/keys", json.dumps(GOV_KEY).encode())
+    finally:
+        client.close()
+    if reply.status != 201:
+        raise BenchError(f"POST /admin/keys answered {reply.status}: {reply.body[:300]!r}")
+    key: str = json.loads(reply.body)["key"]
+    return key
+
+
+class RedisSide:
+    """The Redis server of variant (c): reachable or not, its pid (for its CPU), and clean-up of our keys."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.prefix = f"gomodel-bench-{os.getpid()}-{os.urandom(4).hex()}:"
+        self.client: Any = None
+        self.pid: int | None = None
+        self.problem = ""
+        try:
+            import redis  # noqa: PLC0415 - only this suite needs it
+
+            client = redis.Redis.from_url(url, socket_timeout=2)
+            client.ping()
+            self.client = client
+            pid = int(client.info("server").get("process_id", 0))
+            if pid and Path(f"/proc/{pid}/stat").exists():  # a local server: its CPU per request is readable
+                cpu_seconds(pid)
+                self.pid = pid
+        except Exception as exc:  # no redis package, no server, or a server that is not local
+            self.problem = f"{type(exc).__name__}: {exc}"[:200]
+
+    def count_keys(self) -> int:
+        return sum(1 for _ in self.client.scan_iter(match=self.prefix + "*", count=1000)) if self.client else 0
+
+    def delete_keys(self) -> int:
+        if self.client is None:
+            return 0
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+        for i in range(0, len(keys), 500):
+            self.client.delete(*keys[i:i + 500])
+        return len(keys)
+
+
+def start_governance_gateways(setup: Setup, redis: RedisSide) -> dict[str, GovGateway]:
+    assert setup.upstream is not None
+    out: dict[str, GovGateway] = {}
+    for name in GOV_SYSTEMS:
+        if name == "redis" and redis.client is None:
+            continue
+        master = name != "bare"
+        usage = name in ("memory", "redis")
+        config, db_file = governance_config(
+            setup, setup.upstream.port, name, master=master, usage=usage,
+            redis_url=redis.url if name == "redis" else "", redis_prefix=redis.prefix)
+        log_name = f"gateway-{name}.log"
+        proc, target, ms = start_gateway(setup, config, log_name, name=name)
+        gw = GovGateway(name, target, proc, setup.workdir / log_name, db_file if usage else None)
+        if master:
+            gw.key = create_virtual_key(target.port)
+        out[name] = gw
+        print(f"governance: {GOV_SHORT[name]:13} ready in {ms:.0f} ms, port {target.port}"
+              + (", virtual key created" if master else ""), flush=True)
+    return out
+
+
+def check_governance(gateways: dict[str, GovGateway], direct: Target) -> list[dict[str, Any]]:
+    """Before timing: each gateway answers its key with the mock's exact bytes, and the governed ones
+    show their rate limiter's headers (proof that the limit applies to the key)."""
+    checks = []
+    for name, body in (("non-stream", BODY_PLAIN), ("stream", BODY_STREAM)):
+        client = RawHTTP(direct.port)
+        try:
+            expected = client.request("POST", PATH, body).body
+        finally:
+            client.close()
+        for gw in gateways.values():
+            client = RawHTTP(gw.target.port)
+            try:
+                reply = client.request("POST", PATH, body, key=gw.key)
+            finally:
+                client.close()
+            problems = []
+            if reply.status != 200:
+                problems.append(f"status {reply.status}: {reply.body[:300]!r}")
+            elif reply.body != expected:
+                problems.append(f"body differs from the mock's ({len(reply.body)} B, {len(expected)} B)")
+            limited = reply.headers.get("x-ratelimit-limit-requests")
+            if gw.name != "bare" and limited != str(GOV_KEY["rpm"]):
+                problems.append(f"no rate limit applied to the virtual key (x-ratelimit-limit-requests: {limited})")
+            checks.append({"system": gw.name, "request": name, "ok": not problems, "problems": problems})
+    return checks
+
+
+def usage_rows(db_file: Path) -> dict[str, float]:
+    """Usage records in a gateway's SQLite file: how many, and their total cost (USD)."""
+    import sqlite3  # noqa: PLC0415
+
+    with contextlib.closing(sqlite3.connect(db_file)) as db:
+        rows, cost = db.execute("SELECT COUNT(*), COALESCE(SUM(cost), 0) FROM usage_records").fetchone()
+    return {"rows": int(rows), "cost_usd": float(cost)}
+
+
+def gov_ordered(systems: list[str], turn: int) -> list[str]:
+    return systems if turn % 2 == 0 else systems[::-1]
+
+
+def run_governance(args: argparse.Namespace, setup: Setup, loadgen: Any) -> dict[str, Any]:
+    """(a) bare, (b) governed in memory, (c) governed with Redis, (d) (b) without usage records: c=50 req/s
+    and gateway CPU per request, the gateways taking turns, each as a ratio to (a) of the same run."""
+    upstream = setup.upstream
+    assert upstream is not None
+    print(f"\ngovernance: {', '.join(GOV_SHORT[s] for s in GOV_SYSTEMS)} "
+          f"({args.rounds} rounds x {args.duration:g} s per phase, c=50)", flush=True)
+    redis = RedisSide(args.redis_url)
+    if redis.client is None:
+        print(f"governance: Redis at {args.redis_url} not usable ({redis.problem}): variant (c) skipped")
+    gateways: dict[str, GovGateway] = {}
+    try:
+        gateways = start_governance_gateways(setup, redis)
+        systems = list(gateways)
+        rss = RssPeak({name: gw.target.pid for name, gw in gateways.items()})
+        for name in systems:  # warm-up; the first requests also seed the budget counters from the database
+            for scenario in GOV_SCENARIOS:
+                warm = loadgen.run(gateways[name].target.port, scenario.body, scenario.concurrency, args.warmup,
+                                   rss.tick, gateways[name].key)
+                _refuse_errors(warm, gateways[name], f"warm-up {scenario.key}")
+        checks = check_governance(gateways, upstream)
+        for c in checks:
+            if not c["ok"]:
+                raise BenchError(f"governance check {c['system']} {c['request']}: {'; '.join(c['problems'])}\n"
+                                 f"{tail(gateways[c['system']].log)}")
+        raw: dict[str, dict[str, list[dict[str, Any]]]] = {s.key: {n: [] for n in systems} for s in GOV_SCENARIOS}
+        answered = dict.fromkeys(systems, 0)
+        for rnd in range(args.rounds):
+            for idx, scenario in enumerate(GOV_SCENARIOS):
+                for name in gov_ordered(systems, rnd + idx):
+                    gw = gateways[name]
+                    extra = {"redis": redis.pid} if name == "redis" and redis.pid else None
+                    result = measure(scenario, gw.target, args.duration, loadgen, rss, setup.load_cpu,
+                                     key=gw.key, extra_pids=extra)
+                    _refuse_errors(result, gw, f"round {rnd + 1} {scenario.key}")
+                    answered[name] += result["requests"]
+                    raw[scenario.key][name].append(result)
+                    print(f"round {rnd + 1}/{args.rounds}  gov {scenario.key:11} {GOV_SHORT[name]:13} "
+                          f"{fmt_phase(result)}" + (f"  redis {result['redis_cpu_us_per_req']:5.1f} us/req"
+                                                    if "redis_cpu_us_per_req" in result else ""), flush=True)
+        redis_keys = redis.count_keys() if "redis" in gateways else 0
+        for gw in gateways.values():  # a clean stop drains the usage writer into the database
+            setup.children.stop(gw.proc, grace_s=10)
+        records = {name: usage_rows(gw.db_file) for name, gw in gateways.items() if gw.db_file is not None}
+    finally:
+        for gw in gateways.values():
+            setup.children.stop(gw.proc)
+        deleted = redis.delete_keys()
+    for name, rec in records.items():
+        if rec["rows"] < answered[name]:
+            raise BenchError(f"governance {name}: {rec['rows']} usage records for {answered[name]} requests answered")
+    if "redis" in gateways and not redis_keys:
+        raise BenchError("governance (c): no key under the Redis prefix: the counters did not go to Redis")
+    if "redis" in gateways and "redis unreachable" in gateways["redis"].log.read_text(errors="replace"):
+        # fail open: requests passed unlimited without their Redis calls, which flatters (c)
+        raise BenchError("governance (c): the gateway found Redis unreachable during the run (requests passed "
+                         f"unlimited):\n{tail(gateways['redis'].log)}")
+    return summarize_governance(raw, systems, checks, records, answered, redis, redis_keys, deleted)
+
+
+def _refuse_errors(result: dict[str, Any], gw: GovGateway, phase: str) -> None:
+    """A refused or failed request makes the comparison meaningless: stop loudly, saying which and why."""
+    if result["errors"]:
+        raise BenchError(f"governance {gw.name}, {phase}: {result['errors']} of {result['requests']} requests "
+                         f"failed or refused (non-2xx or socket errors: {result.get('error_kinds')}); "
+                         f"gateway log:\n{tail(gw.log)}")
+
+
+def summarize_governance(raw: dict[str, dict[str, list[dict[str, Any]]]], systems: list[str],
+                         checks: list[dict[str, Any]], records: dict[str, dict[str, float]],
+                         answered: dict[str, int], redis: RedisSide, redis_keys: int,
+                         deleted: int) -> dict[str, Any]:
+    scenarios: dict[str, Any] = {}
+    for scenario in GOV_SCENARIOS:
+        per = {name: summarize(raw[scenario.key][name]) for name in systems}
+        bare = per["bare"]
+        vs_bare = {}
+        for name in systems[1:]:
+            side = per[name]
+            vs_bare[name] = {
+                "rps": _ratio(side["rps"], bare["rps"]),
+                "rps_per_round": [_ratio(a["rps"], b["rps"]) for a, b in
+                                  zip(side["rounds"], bare["rounds"], strict=True)],
+                # req/s a whole core could sustain, relative: steadier than req/s on a shared host
+                "per_core": _ratio(bare["server_cpu_us_per_req"], side["server_cpu_us_per_req"]),
+                "added_cpu_us_per_req": round(side["server_cpu_us_per_req"] - bare["server_cpu_us_per_req"], 1),
+                "p50_ms": _ratio(side["p50_ms"], bare["p50_ms"]),
+            }
+        scenarios[scenario.key] = {"title": scenario.title, **per, "vs_bare": vs_bare}
+    c50 = scenarios["c50"]["vs_bare"]
+    target_rows = [{"system": name, "name": f"non-stream req/s c=50, {name}/bare", "target": f">= {GOV_TARGET}x",
+                    "value": c50[name]["rps"], "per_core": c50[name]["per_core"],
+                    "ok": bool((c50[name]["rps"] or 0) >= GOV_TARGET)} for name in systems[1:]]
+    return {
+        "systems": {name: GOV_TITLES[name] for name in systems},
+        "skipped": {"redis": redis.problem} if "redis" not in systems else {},
+        "virtual_key": GOV_KEY, "price_usd_per_mtok": GOV_PRICE,
+        "scenarios": scenarios, "checks": checks, "targets": target_rows,
+        "usage_records": {name: {**rec, "requests_answered_in_phases": answered[name]}
+                          for name, rec in records.items()},
+        "redis": {"url_host": redis.url.split("@")[-1], "key_prefix": redis.prefix, "keys_at_end": redis_keys,
+                  "keys_deleted": deleted, "server_pid_read": redis.pid is not None},
+    }
+
+
+def print_governance(gov: dict[str, Any], settings: dict[str, Any]) -> None:
+    systems = list(gov["systems"])
+    print(f"\ngovernance: the same gateway with and without it (core {settings['gateway_cpu']}, each a process of "
+          f"its own, alternating turns; medians of {settings['rounds']} rounds x {settings['duration_s']} s)")
+    for name, title in gov["systems"].items():
+        print(f"  {GOV_SHORT[name]:13} {title}")
+    for name, why in gov["skipped"].items():
+        print(f"  ({name} skipped: {why})")
+    header = f"{'':44} " + " ".join(f"{GOV_SHORT[n]:>13}" for n in systems)
+    print()
+    print(header)
+    print("-" * len(header))
+    def row(label: str, values: list[str]) -> None:
+        print(f"{label:44} " + " ".join(f"{v:>13}" for v in values))
+
+    for sc in gov["scenarios"].values():
+        print(sc["title"])
+
+        def fig(k: str, fmt: str, s: dict[str, Any] = sc) -> list[str]:
+            return [fmt.format(s[n][k]) if k in s[n] else "-" for n in systems]
+
+        def rel(k: str, s: dict[str, Any] = sc) -> list[str]:
+            return ["1.00x" if n == "bare" else ("-" if s["vs_bare"][n][k] is None else
+                                                 f"{s['vs_bare'][n][k]:.2f}x") for n in systems]
+
+        row("  req/s", fig("rps", "{:,.0f}"))
+        row("  req/s vs (a)", rel("rps"))
+        row("  req/s vs (a), round by round", ["-" if n == "bare" else "/".join(
+            f"{v:.2f}" for v in sc["vs_bare"][n]["rps_per_round"] if v is not None) for n in systems])
+        row("  gateway CPU per request (us)", fig("server_cpu_us_per_req", "{:.1f}"))
+        row("  added CPU per request vs (a) (us)", ["-" if n == "bare" else
+                                                   f"{sc['vs_bare'][n]['added_cpu_us_per_req']:+.1f}" for n in systems])
+        row("  per-core rate vs (a) (1e6/CPU, ratio)", rel("per_core"))
+        row("  redis-server CPU per request (us)", fig("redis_cpu_us_per_req", "{:.1f}"))
+        row("  latency p50 (ms)", fig("p50_ms", "{:.3f}"))
+        row("  latency p99 (ms)", fig("p99_ms", "{:.3f}"))
+        row(f"  core {settings['gateway_cpu']} busy, all processes (%)", fig("server_core_busy_pct", "{:.0f}"))
+        row("  load core busy (%)", fig("load_core_busy_pct", "{:.0f}"))
+        row("  requests refused or failed", fig("errors", "{:d}"))
+    print()
+    for t in gov["targets"]:
+        per_core = "-" if t["per_core"] is None else f"{t['per_core']:.2f}x"
+        print(f"  {'PASS' if t['ok'] else 'MISS'}  {t['name']:46} {t['value']:>6.2f}x   (target {t['target']}; "
+              f"per-core ratio {per_core})")
+    rec = gov["usage_records"]
+    print("  usage records written: " + ", ".join(
+        f"{GOV_SHORT[n]} {r['rows']:,} rows (>= {r['requests_answered_in_phases']:,} answered in the phases), "
+        f"${r['cost_usd']:.4f}" for n, r in rec.items()))
+    r = gov["redis"]
+    if "redis" in gov["systems"]:
+        print(f"  redis: {r['keys_at_end']} keys under prefix {r['key_prefix']!r} after the last phase, "
+              f"{r['keys_deleted']} left to delete once the gateways stopped (the rest had expired)")
+    print("  no request was refused or failed in any phase (the run stops when one is)")
+
+
 # -- the run ------------------------------------------------------------------------------------
 def pick_loadgen(choice: str, children: Children, workdir: Path) -> Any:
     have_wrk = shutil.which("wrk") is not None
@@ -1428,12 +1766,34 @@ def ordered(round_no: int) -> Iterator[str]:
 
 
 def run(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
+    """The suites asked for (``--suite``), sharing one mock upstream and one load generator."""
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    loadgen = pick_loadgen(args.loadgen, setup.children, setup.workdir)
+    setup.upstream = start_upstream(setup, args.paced_chunks, args.paced_gap_ms)
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "settings": {"suite": args.suite, "duration_s": args.duration, "rounds": args.rounds,
+                     "warmup_s": args.warmup, "loadgen": loadgen.name, "gateway_cpu": setup.gateway_cpu,
+                     "load_cpu": setup.load_cpu, "gateway_log_level": "warning", "master_key": True,
+                     "quick": args.quick, "nice": args.nice, "paced_chunks": args.paced_chunks,
+                     "paced_gap_ms": args.paced_gap_ms, "paced_duration_s": args.paced_duration},
+    }
+    results["machine"]["load_average_at_start"] = load_at_start
+    if args.suite in ("all", "relay"):
+        results.update(run_relay_suite(args, setup, loadgen))
+    if args.suite in ("all", "governance"):
+        results["governance"] = run_governance(args, setup, loadgen)
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def run_relay_suite(args: argparse.Namespace, setup: Setup, loadgen: Any) -> dict[str, Any]:
+    """DIRECT, RELAY and GATEWAY side by side, then the per-chunk phase and the translator's CPU."""
     children = setup.children
+    upstream = setup.upstream
+    assert upstream is not None
     print(f"bench: DIRECT = client -> mock upstream; RELAY = client -> bench/relay.py -> mock upstream; "
           f"GATEWAY = client -> gateway -> mock upstream ({args.rounds} rounds x {args.duration:g} s per phase)")
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    loadgen = pick_loadgen(args.loadgen, children, setup.workdir)
-    setup.upstream = upstream = start_upstream(setup, args.paced_chunks, args.paced_gap_ms)
     setup.relay = relay = start_relay(setup, upstream.port)
     config = gateway_config(setup, upstream.port)
     for i in range(args.startup_runs):
@@ -1489,12 +1849,6 @@ def run(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     print("translator CPU per event, in-process ...", flush=True)
     translator = translator_cpu(args.quick, args.paced_gap_ms)
     results: dict[str, Any] = {
-        "machine": machine_info(),
-        "settings": {"duration_s": args.duration, "rounds": args.rounds, "warmup_s": args.warmup,
-                     "loadgen": loadgen.name, "gateway_cpu": setup.gateway_cpu, "load_cpu": setup.load_cpu,
-                     "gateway_log_level": "warning", "master_key": True, "quick": args.quick,
-                     "nice": args.nice, "paced_chunks": args.paced_chunks, "paced_gap_ms": args.paced_gap_ms,
-                     "paced_duration_s": args.paced_duration},
         "startup_ms": {"runs": [round(x, 1) for x in setup.startup_ms],
                        "median": statistics.median(setup.startup_ms)},
         "rss_mb": {**rss_idle, "gateway_peak": rss.peak_mb["gateway"], "relay_peak": rss.peak_mb["relay"],
@@ -1509,15 +1863,22 @@ def run(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
         "per_chunk": summarize_paced(paced_raw, args.paced_chunks, args.paced_gap_ms, paced_cores),
         "translator_cpu": translator,
     }
-    results["machine"]["load_average_at_start"] = load_at_start
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     for scenario in results["scenarios"].values():
         scenario["ratios"] = ratios(scenario)
     results["targets"] = targets(results)
     results["relay_reference"] = relay_reference(results)
     if args.profile:
         results["profile"] = profile_gateway(setup, loadgen, max(args.duration, 4.0), rss, args.output.parent)
+    # the relay and this gateway stay idle from here on; stopped, they take no memory or wake-ups from what follows
+    children.stop(relay_proc_of(children, relay))
+    if setup.gateway_proc is not None:
+        children.stop(setup.gateway_proc)
     return results
+
+
+def relay_proc_of(children: Children, target: Target) -> subprocess.Popen[Any]:
+    """The process behind a target (the relay is started through taskset, which execs: same pid)."""
+    return next(p for p in children.procs if p.pid == target.pid)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1541,6 +1902,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="per-chunk delay phase: the mock's pause before each text chunk, ms (default 5)")
     parser.add_argument("--paced-duration", type=float,
                         help="per-chunk delay phase: seconds per route per round (default 5; --quick: 0.3)")
+    parser.add_argument("--suite", choices=["all", "relay", "governance"], default="all",
+                        help="relay: direct/relay/gateway and the per-chunk phase; governance: the gateway bare vs "
+                             "with auth + rate limit + budget (memory, Redis) and usage records; all: both (default)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0",
+                        help="governance suite: the Redis of variant (c) (skipped when unreachable)")
     parser.add_argument("--output", type=Path, default=BENCH / "results" / "latest.json", help="JSON results file")
     args = parser.parse_args(argv)
     args.duration = args.duration or (0.3 if args.quick else 4.0)
@@ -1586,12 +1952,16 @@ def main(argv: list[str] | None = None) -> int:
             children.stop_all()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
+    if "scenarios" in results:
+        print_table(results)
     if results.get("profile"):
         print_profile(results["profile"])
+    if "governance" in results:
+        print_governance(results["governance"], results["settings"])
     print(f"\nresults written to {args.output}")
-    paced_ok = all(r["complete"] for r in results["per_chunk"]["routes"].values())
-    return 0 if all(c["ok"] for c in results["checks"]) and paced_ok else 1
+    checks = results.get("checks", []) + results.get("governance", {}).get("checks", [])
+    paced_ok = all(r["complete"] for r in results["per_chunk"]["routes"].values()) if "per_chunk" in results else True
+    return 0 if all(c["ok"] for c in checks) and paced_ok else 1
 
 
 if __name__ == "__main__":
