@@ -99,6 +99,14 @@ class BudgetLedger(Protocol):
         """``settle`` without waiting for it (the request's end never waits on a settlement)."""
         ...
 
+    async def reserve_nano(self, budgets: Sequence[BudgetLimit], amount_nano: int) -> Reservation:
+        """``reserve`` of an amount in nano-USD (no decimal arithmetic on the request's path)."""
+        ...
+
+    def settle_nowait_nano(self, reservation: Reservation, actual_nano: int) -> None:
+        """``settle_nowait`` of an amount in nano-USD."""
+        ...
+
     async def status(self, budget: BudgetLimit) -> tuple[Decimal, Decimal]:
         """(spent, reserved) in the budget's current period."""
         ...
@@ -218,8 +226,12 @@ class MemoryLedger:
         self._flights = _OneFlight()
 
     async def reserve(self, budgets: Sequence[BudgetLimit], amount: Decimal) -> Reservation:
+        return await self.reserve_nano(budgets, to_nano(amount))
+
+    async def reserve_nano(self, budgets: Sequence[BudgetLimit], amount_nano: int) -> Reservation:
+        if amount_nano < 0:
+            raise ValueError(f"a budget amount must be non-negative, not {amount_nano} nano-USD")
         unique = _unique(budgets)
-        amount_nano = to_nano(amount)
         if not unique:
             return UNCHECKED
         now = self._clock()
@@ -234,7 +246,8 @@ class MemoryLedger:
         for budget, counter in zip(unique, taken, strict=True):
             if counter.spent + counter.reserved + amount_nano > _max_nano(budget):
                 raise budget_exceeded(
-                    budget, from_nano(counter.spent), from_nano(counter.reserved), now, requested=amount,
+                    budget, from_nano(counter.spent), from_nano(counter.reserved), now,
+                    requested=from_nano(amount_nano),
                 )
         for counter in taken:
             counter.reserved += amount_nano
@@ -244,7 +257,9 @@ class MemoryLedger:
         self.settle_nowait(reservation, actual)
 
     def settle_nowait(self, reservation: Reservation, actual: Decimal) -> None:
-        actual_nano = to_nano(actual, ROUND_HALF_EVEN)
+        self.settle_nowait_nano(reservation, to_nano(actual, ROUND_HALF_EVEN))
+
+    def settle_nowait_nano(self, reservation: Reservation, actual_nano: int) -> None:
         for budget, tag in zip(reservation.budgets, reservation.tags, strict=True):
             counter = self._counters.get((budget.id, tag))
             if counter is None:
@@ -358,8 +373,12 @@ class RedisLedger:
         return f"{self._guard.prefix}bud:{budget_id}:{tag}"
 
     async def reserve(self, budgets: Sequence[BudgetLimit], amount: Decimal) -> Reservation:
+        return await self.reserve_nano(budgets, to_nano(amount))
+
+    async def reserve_nano(self, budgets: Sequence[BudgetLimit], amount_nano: int) -> Reservation:
+        if amount_nano < 0:
+            raise ValueError(f"a budget amount must be non-negative, not {amount_nano} nano-USD")
         unique = _unique(budgets)
-        amount_nano = to_nano(amount)
         if not unique:
             return UNCHECKED
         now = self._clock()
@@ -375,7 +394,8 @@ class RedisLedger:
                 if outcome == -1:
                     budget = unique[int(result[1]) - 1]
                     raise budget_exceeded(
-                        budget, from_nano(int(result[2])), from_nano(int(result[3])), now, requested=amount,
+                        budget, from_nano(int(result[2])), from_nano(int(result[3])), now,
+                        requested=from_nano(amount_nano),
                     )
                 await asyncio.gather(*(
                     self._flights.run(keys[i - 1], functools.partial(self._init, unique[i - 1], keys[i - 1], now))
@@ -393,16 +413,19 @@ class RedisLedger:
         # cost; the counter keeps holding this reservation until its key expires or is forgotten, and the
         # next seed (from the usage records) repairs the spend. A retry could apply it twice.
         with contextlib.suppress(RedisUnavailable):
-            await self._guard.run(self._settle, *self._settle_call(reservation, actual))
+            await self._guard.run(self._settle, *self._settle_call(reservation, to_nano(actual, ROUND_HALF_EVEN)))
 
     def settle_nowait(self, reservation: Reservation, actual: Decimal) -> None:
         """``settle`` sent with the next pipeline, not waited for (dropped while Redis is down, as above)."""
-        if reservation.budgets:
-            self._guard.submit(self._settle, *self._settle_call(reservation, actual))
+        self.settle_nowait_nano(reservation, to_nano(actual, ROUND_HALF_EVEN))
 
-    def _settle_call(self, reservation: Reservation, actual: Decimal) -> tuple[list[str], list[str]]:
+    def settle_nowait_nano(self, reservation: Reservation, actual_nano: int) -> None:
+        if reservation.budgets:
+            self._guard.submit(self._settle, *self._settle_call(reservation, actual_nano))
+
+    def _settle_call(self, reservation: Reservation, actual_nano: int) -> tuple[list[str], list[str]]:
         keys = [self.key(b.id, tag) for b, tag in zip(reservation.budgets, reservation.tags, strict=True)]
-        return keys, [str(-reservation.amount_nano), str(to_nano(actual, ROUND_HALF_EVEN))]
+        return keys, [str(-reservation.amount_nano), str(actual_nano)]
 
     async def status(self, budget: BudgetLimit) -> tuple[Decimal, Decimal]:
         now = self._clock()

@@ -33,7 +33,7 @@ import difflib
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
@@ -76,6 +76,15 @@ class ModelPrice:
     cached_input: Decimal
     cache_write: Decimal
     reasoning: Decimal
+    #: The same prices in whole pico-USD per token (fresh input, cached, cache write, output,
+    #: reasoning), or ``None`` when one is not whole; derived, for ``cost_nano``.
+    pico: tuple[int, int, int, int, int] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        values = [p * _MILLION for p in (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)]
+        if all(v == v.to_integral_value() for v in values):
+            object.__setattr__(self, "pico", (int(values[0]), int(values[1]), int(values[2]), int(values[3]),
+                                              int(values[4])))
 
     @classmethod
     def of(
@@ -96,6 +105,21 @@ class ModelPrice:
 
         return cls.of(_decimal(entry.input), _decimal(entry.output), opt(entry.cached_input),
                       opt(entry.cache_write), opt(entry.reasoning))
+
+    def cost_nano(self, usage: Usage) -> int:
+        """``cost(usage)`` in nano-USD, in integer arithmetic when every price has at most six decimals
+        (per million tokens: whole pico-dollars per token), as nearly all do; else through ``cost``."""
+        pico = self.pico
+        if pico is None:
+            return int(self.cost(usage).scaleb(9))
+        total_in = max(0, usage.input_tokens)
+        cached = min(max(0, usage.cached_tokens), total_in)
+        written = min(max(0, usage.cache_write_tokens), total_in - cached)
+        output = max(0, usage.output_tokens)
+        reasoning = min(max(0, usage.reasoning_tokens), output)
+        total = ((total_in - cached - written) * pico[0] + cached * pico[1] + written * pico[2]
+                 + (output - reasoning) * pico[3] + reasoning * pico[4])
+        return (total + 500) // 1000  # half up, as ``cost`` rounds
 
     def cost(self, usage: Usage) -> Decimal:
         """The cost of ``usage`` in USD, rounded to 1e-9 (half up)."""
@@ -169,6 +193,11 @@ class PriceTable:
             self._cache.clear()
         self._cache[key] = price
         return price
+
+    def cost_nano_of(self, provider_type: str, model: str, usage: Usage) -> int | None:
+        """``cost_of`` in nano-USD (integer arithmetic), ``None`` when the model's price is unknown."""
+        price = self.price_of(provider_type, model)
+        return None if price is None else price.cost_nano(usage)
 
     def cost_of(self, provider_type: str, model: str, usage: Usage) -> Decimal | None:
         """The cost of ``usage`` in USD (1e-9 precision), ``None`` when the model's price is unknown."""

@@ -20,9 +20,6 @@ from gomodel_proxy.core.types import Principal, Usage
 from gomodel_proxy.middleware.key_cache import KeyCache
 from gomodel_proxy.storage.repository import BudgetRow
 
-#: The least a request reserves (one nano-dollar): a used-up budget refuses even an unpriced model.
-_LEAST = Decimal("0.000000001")
-
 
 class Budget:
     def __init__(self, ledger: BudgetLedger, keys: KeyCache, pricer: CallPricer, *,
@@ -64,9 +61,10 @@ class Budget:
         call = ctx.call
         worst = Usage(input_tokens=ctx.body_bytes // 4 + 1,
                       output_tokens=ctx.max_output_tokens or self.default_output_tokens)
-        amount = max(self.pricer.cost(call, worst) or _LEAST, _LEAST)
-        reservation = await self.ledger.reserve(budgets, amount)
+        # Nano-USD integers on this path; a used-up budget refuses even an unpriced model (1 nano-USD).
+        amount = max(self.pricer.cost_nano(call, worst) or 1, 1)
+        reservation = await self.ledger.reserve_nano(budgets, amount)
         try:
             return await call_next(ctx)
         finally:
-            self.ledger.settle_nowait(reservation, self.pricer.settle(call) or Decimal(0))
+            self.ledger.settle_nowait_nano(reservation, self.pricer.settle_nano(call))

@@ -245,7 +245,22 @@ async def test_no_budgets_and_bad_amounts(make_ledger: MakeLedger) -> None:
         await ledger.reserve([TEAM], D("-1"))
     with pytest.raises(ValueError, match="finite"):
         await ledger.reserve([TEAM], D("NaN"))
+    with pytest.raises(ValueError, match="non-negative"):
+        await ledger.reserve_nano([TEAM], -1)
     assert await ledger.status(TEAM) == (D(0), D(0))
+
+
+async def test_the_nano_entry_points_match_the_decimal_ones(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(Seeds())
+    held = await ledger.reserve_nano([TEAM], 2_500_000_000)
+    assert await ledger.status(TEAM) == (D(0), D("2.5"))
+    ledger.settle_nowait_nano(held, 1_000_000_001)
+    for _ in range(50):  # Redis: applied with the next pipeline
+        if await ledger.status(TEAM) == (D("1.000000001"), D(0)):
+            break
+    assert await ledger.status(TEAM) == (D("1.000000001"), D(0))
+    with pytest.raises(BudgetExceededError):
+        await ledger.reserve_nano([TEAM], 9_000_000_000)
 
 
 # -- the message and the money ---------------------------------------------------------------------

@@ -7,6 +7,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from gomodel_proxy.billing import pricing
@@ -346,3 +348,26 @@ pricing:
     assert any("pricing.models.openai/o1: missing required key 'output'" in p for p in problems), problems
     assert any("pricing.models.openai/o4-mini.cache_read: unknown key" in p for p in problems), problems
     assert any("pricing.flie: unknown key (did you mean 'file'?)" in p for p in problems), problems
+
+
+# -- the integer path the budgets use ---------------------------------------------------------------
+_TOKENS = st.integers(min_value=-5, max_value=5_000_000)
+
+
+@given(st.sampled_from([p for _, _, p in PriceTable.shipped().entries()]),
+       _TOKENS, _TOKENS, _TOKENS, _TOKENS, _TOKENS)
+def test_cost_nano_equals_the_decimal_cost_for_every_shipped_price(
+    price: ModelPrice, fresh: int, output: int, cached: int, written: int, reasoning: int
+) -> None:
+    usage = Usage(input_tokens=fresh, output_tokens=output, cached_tokens=cached, cache_write_tokens=written,
+                  reasoning_tokens=reasoning)
+    assert price.pico is not None  # every shipped price is whole in pico-USD per token
+    assert price.cost_nano(usage) == int(price.cost(usage).scaleb(9))
+
+
+def test_a_price_finer_than_a_pico_dollar_a_token_takes_the_decimal_path() -> None:
+    fine = ModelPrice.of(Decimal("0.0000001"), Decimal("0.3333333"))
+    assert fine.pico is None
+    usage = Usage(input_tokens=1_000_000, output_tokens=3)
+    # (1e6 x 1e-7 + 3 x 0.3333333) / 1e6 USD = 1,099.9999 nano-USD, rounded half up
+    assert fine.cost_nano(usage) == int(fine.cost(usage).scaleb(9)) == 1100
