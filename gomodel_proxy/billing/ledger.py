@@ -216,7 +216,34 @@ class _Counter:
     expires: datetime | None
 
 
-class MemoryLedger:
+class _Ledger:
+    """What both ledgers share: the decimal entry points over the nano-USD ones, and the budgets and
+    period tags a reservation is about."""
+
+    _clock: Callable[[], datetime]
+
+    async def reserve_nano(self, budgets: Sequence[BudgetLimit], amount_nano: int) -> Reservation:
+        raise NotImplementedError
+
+    def settle_nowait_nano(self, reservation: Reservation, actual_nano: int) -> None:
+        raise NotImplementedError
+
+    async def reserve(self, budgets: Sequence[BudgetLimit], amount: Decimal) -> Reservation:
+        return await self.reserve_nano(budgets, to_nano(amount))
+
+    def settle_nowait(self, reservation: Reservation, actual: Decimal) -> None:
+        self.settle_nowait_nano(reservation, to_nano(actual, ROUND_HALF_EVEN))
+
+    def _targets(self, budgets: Sequence[BudgetLimit], amount_nano: int
+                 ) -> tuple[tuple[BudgetLimit, ...], tuple[str, ...], datetime]:
+        if amount_nano < 0:
+            raise ValueError(f"a budget amount must be non-negative, not {amount_nano} nano-USD")
+        unique = _unique(budgets)
+        now = self._clock()
+        return unique, tuple(period_tag(b.period, now) for b in unique), now
+
+
+class MemoryLedger(_Ledger):
     """The ledger in this process's memory: exact for a single gateway instance."""
 
     def __init__(self, seed: Seed, *, clock: Callable[[], datetime] = utcnow) -> None:
@@ -225,17 +252,10 @@ class MemoryLedger:
         self._counters: dict[tuple[str, str], _Counter] = {}
         self._flights = _OneFlight()
 
-    async def reserve(self, budgets: Sequence[BudgetLimit], amount: Decimal) -> Reservation:
-        return await self.reserve_nano(budgets, to_nano(amount))
-
     async def reserve_nano(self, budgets: Sequence[BudgetLimit], amount_nano: int) -> Reservation:
-        if amount_nano < 0:
-            raise ValueError(f"a budget amount must be non-negative, not {amount_nano} nano-USD")
-        unique = _unique(budgets)
+        unique, tags, now = self._targets(budgets, amount_nano)
         if not unique:
             return UNCHECKED
-        now = self._clock()
-        tags = tuple(period_tag(b.period, now) for b in unique)
         while True:
             await self._ensure(unique, tags, now)
             counters = [self._counters.get((b.id, tag)) for b, tag in zip(unique, tags, strict=True)]
@@ -255,9 +275,6 @@ class MemoryLedger:
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         self.settle_nowait(reservation, actual)
-
-    def settle_nowait(self, reservation: Reservation, actual: Decimal) -> None:
-        self.settle_nowait_nano(reservation, to_nano(actual, ROUND_HALF_EVEN))
 
     def settle_nowait_nano(self, reservation: Reservation, actual_nano: int) -> None:
         for budget, tag in zip(reservation.budgets, reservation.tags, strict=True):
@@ -355,7 +372,7 @@ return redis.call('HMGET', KEYS[1], 'spent', 'reserved')
 _FORGET = "return redis.call('DEL', unpack(KEYS))"
 
 
-class RedisLedger:
+class RedisLedger(_Ledger):
     """The ledger in Redis, shared by every gateway instance using the same server and key prefix."""
 
     def __init__(self, guard: RedisGuard, seed: Seed, *, clock: Callable[[], datetime] = utcnow) -> None:
@@ -372,17 +389,10 @@ class RedisLedger:
     def key(self, budget_id: str, tag: str) -> str:
         return f"{self._guard.prefix}bud:{budget_id}:{tag}"
 
-    async def reserve(self, budgets: Sequence[BudgetLimit], amount: Decimal) -> Reservation:
-        return await self.reserve_nano(budgets, to_nano(amount))
-
     async def reserve_nano(self, budgets: Sequence[BudgetLimit], amount_nano: int) -> Reservation:
-        if amount_nano < 0:
-            raise ValueError(f"a budget amount must be non-negative, not {amount_nano} nano-USD")
-        unique = _unique(budgets)
+        unique, tags, now = self._targets(budgets, amount_nano)
         if not unique:
             return UNCHECKED
-        now = self._clock()
-        tags = tuple(period_tag(b.period, now) for b in unique)
         keys = [self.key(b.id, tag) for b, tag in zip(unique, tags, strict=True)]
         args = [str(amount_nano), *(str(_max_nano(b)) for b in unique)]
         try:
@@ -415,11 +425,8 @@ class RedisLedger:
         with contextlib.suppress(RedisUnavailable):
             await self._guard.run(self._settle, *self._settle_call(reservation, to_nano(actual, ROUND_HALF_EVEN)))
 
-    def settle_nowait(self, reservation: Reservation, actual: Decimal) -> None:
-        """``settle`` sent with the next pipeline, not waited for (dropped while Redis is down, as above)."""
-        self.settle_nowait_nano(reservation, to_nano(actual, ROUND_HALF_EVEN))
-
     def settle_nowait_nano(self, reservation: Reservation, actual_nano: int) -> None:
+        """``settle`` sent with the next pipeline, not waited for (dropped while Redis is down, as above)."""
         if reservation.budgets:
             self._guard.submit(self._settle, *self._settle_call(reservation, actual_nano))
 
