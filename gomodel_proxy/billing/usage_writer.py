@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -223,10 +224,17 @@ class UsageWriter:
         parameter processing would cost about as much again as the database's own work.
         """
         postgres = self.db.backend == "postgresql"
-        sql = _INSERT_SQL[postgres]
         params = [_params(row, postgres) for row in rows]
         async with self.db.begin() as conn:
-            await conn.exec_driver_sql(sql, params)
+            if postgres:
+                await conn.exec_driver_sql(_INSERT_SQL[True], params)
+            else:
+                # SQLite: the whole batch as one statement (one step of the engine, one release of the
+                # GIL by its thread) rather than a step per row, each a GIL handover with the event loop.
+                for start in range(0, len(params), _SQLITE_ROWS):
+                    chunk = params[start:start + _SQLITE_ROWS]
+                    flat = tuple(value for row in chunk for value in row)
+                    await conn.exec_driver_sql(_sqlite_multirow(len(chunk)), flat)
         self.batches += 1
 
     async def _flush_rows(self, rows: list[dict[str, Any]], *, replay: bool) -> list[dict[str, Any]]:
@@ -377,6 +385,17 @@ def _insert_sql(postgres: bool) -> str:
 
 #: By backend (``True``: PostgreSQL's ``$n`` placeholders, ``False``: SQLite's ``?``).
 _INSERT_SQL = {True: _insert_sql(True), False: _insert_sql(False)}
+#: Rows per SQLite statement (its limit is 32,766 bound values; a row has about 25).
+_SQLITE_ROWS = 1000
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_multirow(rows: int) -> str:
+    """``INSERT ... VALUES (?, ...), (?, ...) ... ON CONFLICT (id) DO NOTHING`` for ``rows`` rows."""
+    one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+    values = ", ".join([one] * rows)
+    # Column names from tables.py, values bound: nothing of a client is spliced.
+    return f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) VALUES {values} ON CONFLICT (id) DO NOTHING"  # noqa: S608
 _CREATED_AT = _COLUMNS.index("created_at")
 
 

@@ -62,6 +62,8 @@ class RedisGuard:
         self._down_until = 0.0
         self._down_since = 0.0
         self._queue: list[_Call] = []
+        #: Additive calls of this loop turn, by script and keys (see ``submit``).
+        self._merged: dict[tuple[str, ...], tuple[AsyncScript, list[str], list[Any], int]] = {}
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
         #: Requests answered by the failure policy (not by Redis) since start.
@@ -85,10 +87,27 @@ class RedisGuard:
         self._enqueue((script, keys, args, future))
         return await future
 
-    def submit(self, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
-        """Run ``script`` in the next pipeline without waiting for it (settlements); dropped while down."""
-        if time.monotonic() >= self._down_until:
+    def submit(self, script: AsyncScript, keys: list[str], args: list[Any], *, additive: int = 0) -> None:
+        """Run ``script`` in the next pipeline without waiting for it (settlements); dropped while down.
+
+        ``additive``: the first that many ``args`` are integer amounts that add up, so calls of the same
+        script on the same keys within one loop turn are sent as one call with their sums (fifty
+        requests settling against one budget cost one command, not fifty).
+        """
+        if time.monotonic() < self._down_until:
+            return
+        if not additive:
             self._enqueue((script, keys, args, None))
+            return
+        merge_key = (script.sha, *keys)
+        pending = self._merged.get(merge_key)
+        if pending is None:
+            self._merged[merge_key] = (script, keys, list(args), additive)
+            self._schedule()
+        else:
+            summed = pending[2]
+            for i in range(additive):
+                summed[i] = int(summed[i]) + int(args[i])
 
     def refuse_or_pass(self, what: str) -> None:
         """Apply the failure policy: return (fail open) or raise 503 (fail closed)."""
@@ -102,6 +121,9 @@ class RedisGuard:
     # -- pipelining ---------------------------------------------------------------------------------
     def _enqueue(self, call: _Call) -> None:
         self._queue.append(call)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -109,6 +131,9 @@ class RedisGuard:
     def _flush(self) -> None:
         self._scheduled = False
         queue, self._queue = self._queue, []
+        if self._merged:  # settlements first: what they give back is there for this turn's admissions
+            queue[:0] = [(script, keys, args, None) for script, keys, args, _ in self._merged.values()]
+            self._merged = {}
         for start in range(0, len(queue), _BATCH):
             task = asyncio.get_running_loop().create_task(self._send(queue[start:start + _BATCH]))
             self._sending.add(task)
@@ -172,7 +197,7 @@ class RedisGuard:
             self._down_until = 0.0
 
     async def close(self) -> None:
-        if self._queue:
+        if self._queue or self._merged:
             self._flush()
         if self._sending:
             await asyncio.wait(list(self._sending), timeout=max(1.0, self.timeout_s * 2))

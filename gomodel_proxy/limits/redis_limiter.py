@@ -133,8 +133,8 @@ class RedisRateLimiter:
     def charge_nowait(self, limits: Sequence[Limit], tokens: int) -> None:
         """``charge`` sent with the next pipeline, not waited for."""
         call = self._charge_call(limits, tokens)
-        if call is not None:
-            self._guard.submit(self._charge, *call)
+        if call is not None:  # charges of one loop turn on the same buckets add up into one call
+            self._guard.submit(self._charge, *call, additive=1)
 
     def _charge_call(self, limits: Sequence[Limit], tokens: int) -> tuple[list[str], list[int]] | None:
         if tokens == 0:

@@ -103,3 +103,19 @@ async def test_a_client_passed_in_is_used(redis_url: str, redis_key_prefix: str)
         assert await guard.run(guard.script(INCR), [f"{redis_key_prefix}n"], [3]) == 3
     finally:
         await guard.close()
+
+
+async def test_additive_submissions_of_one_loop_turn_are_sent_as_one_call(redis_url: str,
+                                                                         redis_key_prefix: str) -> None:
+    guard = RedisGuard(RedisConfig(url=redis_url, key_prefix=redis_key_prefix), Log())
+    script = guard.script(INCR)
+    key, other = f"{redis_key_prefix}n", f"{redis_key_prefix}m"
+    try:
+        for amount in (3, 4, -2):
+            guard.submit(script, [key], [amount], additive=1)
+        guard.submit(script, [other], [10], additive=1)  # other keys: a call of their own
+        assert await guard.run(script, [key], [0]) == 5
+        assert await guard.run(script, [other], [0]) == 10
+        assert guard.calls == 4  # the three on one key went as one call
+    finally:
+        await guard.close()
