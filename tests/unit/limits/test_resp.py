@@ -1,0 +1,85 @@
+"""The limiters' RESP connection: encoding, replies in order, errors in place, set-up, broken peers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from gomodel_proxy.limits.resp import RespConnection, RespError, encode
+
+
+def test_encode_writes_an_array_of_bulk_strings() -> None:
+    assert encode(("SET", b"k\r\n", 12)) == b"*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$2\r\n12\r\n"
+
+
+async def test_replies_come_back_in_order_with_errors_in_place(redis_url: str, redis_key_prefix: str) -> None:
+    conn = RespConnection(redis_url.rsplit("/", 1)[0] + "/1", 1.0)  # database 1: SELECT on connect
+    await conn.connect()
+    key = f"{redis_key_prefix}resp"
+    try:
+        replies = await conn.roundtrip([("SET", key, "v"), ("INCR", key), ("GET", key), ("CLIENT", "INFO")])
+        assert replies[0] == b"OK" and isinstance(replies[1], RespError) and replies[2] == b"v"
+        assert b" db=1 " in replies[3]
+        await conn.roundtrip([("DEL", key)])
+    finally:
+        conn.close()
+    assert not conn.connected
+    with pytest.raises(ConnectionError):
+        await conn.roundtrip([("PING",)])
+
+
+Serve = Callable[[bytes], Awaitable[bytes | None]]
+
+
+@pytest.fixture
+async def fake_redis() -> AsyncIterator[Callable[[Serve], Awaitable[int]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: Serve) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            data = await reader.read(65536)
+            reply = await answer(data)
+            if reply is not None:
+                writer.write(reply)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_refused_password_fails_the_connection(fake_redis: Callable[[Serve], Awaitable[int]]) -> None:
+    async def refuse(data: bytes) -> bytes:
+        assert b"AUTH" in data and b"s3cret" in data
+        return b"-WRONGPASS invalid username-password pair\r\n"
+
+    port = await fake_redis(refuse)
+    conn = RespConnection(f"redis://:s3cret@127.0.0.1:{port}/0", 1.0)
+    with pytest.raises(ConnectionError, match="WRONGPASS"):
+        await conn.connect()
+    assert not conn.connected
+
+
+async def test_a_peer_that_hangs_up_or_stays_silent_breaks_the_connection(
+    fake_redis: Callable[[Serve], Awaitable[int]]
+) -> None:
+    async def hang_up(data: bytes) -> None:
+        return None
+
+    async def silent(data: bytes) -> None:
+        await asyncio.sleep(1)
+
+    for answer, error in ((hang_up, ConnectionError), (silent, TimeoutError)):
+        conn = RespConnection(f"redis://127.0.0.1:{await fake_redis(answer)}/0", 0.2)
+        await conn.connect()
+        with pytest.raises(error):
+            await conn.roundtrip([("PING",)])
+        assert not conn.connected  # a half-read connection is never reused
