@@ -407,7 +407,7 @@ def _params(row: dict[str, Any], postgres: bool) -> tuple[Any, ...]:
     if not isinstance(created, datetime) or created.tzinfo is None or created.utcoffset() is None:
         raise ValueError(f"usage row {row.get('id')!r}: created_at must be an aware datetime, not {created!r}")
     utc = created.astimezone(UTC).replace(tzinfo=None)
-    values[_CREATED_AT] = utc if postgres else utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+    values[_CREATED_AT] = utc if postgres else utc.isoformat(" ", "microseconds")  # SQLAlchemy's text form
     return tuple(values)
 
 
