@@ -261,6 +261,18 @@ def test_settle_computes_the_cost_once_from_the_final_usage() -> None:
     assert pricer.settle(call) == Decimal("0.03") and call.cost == Decimal("0.03")
     call.usage = Usage(input_tokens=10_000)
     assert pricer.settle(call) == Decimal("0.03")  # already priced: kept
+    assert pricer.settle_nano(call) == 30_000_000  # the same figure in nano-USD, not priced again
+
+
+def test_settle_nano_is_zero_without_usage_or_price_and_cost_nano_needs_a_provider() -> None:
+    pricer = CallPricer(PROVIDERS, PRICES)
+    assert pricer.settle_nano(context().call) == 0  # no usage
+    unpriced = context(model="unpriced").call
+    unpriced.usage = Usage(input_tokens=10, output_tokens=10)
+    assert pricer.settle_nano(unpriced) == 0 and unpriced.cost is None
+    elsewhere = context().call
+    elsewhere.provider = "gone"
+    assert pricer.cost_nano(elsewhere, Usage(input_tokens=10)) is None
 
 
 # -- budgets --------------------------------------------------------------------------------------
