@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -94,6 +95,21 @@ def max_output_tokens(body: dict[str, Any] | None) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+#: The part of an API route after the body is read and the model resolved: the provider call and the relay.
+Send = Callable[[web.Request, dict[str, Any], int, Provider, "list[Candidate] | None"], Awaitable[web.StreamResponse]]
+
+
+async def api_call(request: web.Request, endpoint: str, send: Send) -> web.StreamResponse:
+    """What every model-addressed API route does: one usage record for it (``billable``), its body read
+    once, its model resolved, then ``send`` behind the request chain."""
+    call = request[CALL]
+    call.endpoint = endpoint
+    call.billable = True
+    body, size = await read_json_object(request)
+    provider, plan = resolve_plan(request, body, call)
+    return await governed(request, body, size, partial(send, request, body, size, provider, plan))
 
 
 async def governed(

@@ -11,7 +11,6 @@ provider's and the mid-stream ones).
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any, cast
 
 import orjson
@@ -22,7 +21,7 @@ from gomodel_proxy.core.interfaces import API_MESSAGES, MessagesProvider, Provid
 from gomodel_proxy.core.types import CallRecord, Usage
 from gomodel_proxy.routing.executor import finished, send_with_failover
 from gomodel_proxy.routing.router import Candidate
-from gomodel_proxy.server.inbound import governed, read_json_object, resolve_model, resolve_plan
+from gomodel_proxy.server.inbound import api_call, read_json_object, resolve_model
 from gomodel_proxy.server.relay import answer, is_event_stream, json_response, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.translators.messages_chat import (
@@ -57,12 +56,7 @@ def _client_headers(request: web.Request) -> dict[str, str]:
 
 
 async def create_message(request: web.Request) -> web.StreamResponse:
-    call = call_of(request)
-    call.endpoint = "messages"
-    call.billable = True
-    body, size = await read_json_object(request)
-    provider, plan = resolve_plan(request, body, call)
-    return await governed(request, body, size, partial(_create, request, body, size, provider, plan))
+    return await api_call(request, "messages", _create)
 
 
 async def _create(request: web.Request, body: dict[str, Any], size: int, provider: Provider,

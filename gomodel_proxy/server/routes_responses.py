@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +25,7 @@ from gomodel_proxy.core.interfaces import API_RESPONSES, Provider, ResponsesProv
 from gomodel_proxy.core.types import CallRecord, Usage
 from gomodel_proxy.routing.executor import finished, send_with_failover
 from gomodel_proxy.routing.router import Candidate
-from gomodel_proxy.server.inbound import governed, read_json_object, resolve_plan
+from gomodel_proxy.server.inbound import api_call
 from gomodel_proxy.server.relay import answer, is_event_stream, json_response, relay_body, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.storage.responses import ResponseStore, SQLiteResponseStore, StoredResponse
@@ -148,12 +147,7 @@ def _native(provider: Provider) -> ResponsesProvider | None:
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
-    call = call_of(request)
-    call.endpoint = "responses"
-    call.billable = True
-    body, size = await read_json_object(request)
-    provider, plan = resolve_plan(request, body, call)
-    return await governed(request, body, size, partial(_create, request, body, size, provider, plan))
+    return await api_call(request, "responses", _create)
 
 
 async def _create(request: web.Request, body: dict[str, Any], size: int, provider: Provider,

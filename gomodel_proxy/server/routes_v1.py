@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -13,7 +12,7 @@ from gomodel_proxy.core.interfaces import Provider, UpstreamResponse
 from gomodel_proxy.middleware.auth import model_allowed
 from gomodel_proxy.routing.executor import finished, send_with_failover
 from gomodel_proxy.routing.router import Candidate
-from gomodel_proxy.server.inbound import governed, read_json_object, resolve_plan
+from gomodel_proxy.server.inbound import api_call
 from gomodel_proxy.server.relay import is_event_stream, json_response, relay_body, relay_stream
 from gomodel_proxy.server.state import STATE, call_of
 from gomodel_proxy.wire.anthropic_messages import anthropic_model, anthropic_model_list
@@ -33,12 +32,7 @@ def _ask_usage(body: dict[str, Any], provider: Provider, stream: bool) -> bool:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    call = call_of(request)
-    call.endpoint = "chat.completions"
-    call.billable = True
-    body, size = await read_json_object(request)
-    provider, plan = resolve_plan(request, body, call)
-    return await governed(request, body, size, partial(_chat, request, body, size, provider, plan))
+    return await api_call(request, "chat.completions", _chat)
 
 
 async def _chat(request: web.Request, body: dict[str, Any], size: int, provider: Provider,
@@ -77,15 +71,10 @@ async def _chat(request: web.Request, body: dict[str, Any], size: int, provider:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    call = call_of(request)
-    call.endpoint = "embeddings"
-    call.billable = True
-    body, size = await read_json_object(request)
-    provider, plan = resolve_plan(request, body, call)
-    return await governed(request, body, size, partial(_embeddings, request, body, provider, plan))
+    return await api_call(request, "embeddings", _embeddings)
 
 
-async def _embeddings(request: web.Request, body: dict[str, Any], provider: Provider,
+async def _embeddings(request: web.Request, body: dict[str, Any], _size: int, provider: Provider,
                       plan: list[Candidate] | None) -> web.StreamResponse:
     call = call_of(request)
     state = request.app[STATE]
