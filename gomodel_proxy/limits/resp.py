@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
-from redis.asyncio.connection import SSLConnection, parse_url
 
 #: Bytes read from the socket at a time.
 _READ = 256 * 1024
@@ -43,7 +42,11 @@ class RespConnection:
     """
 
     def __init__(self, url: str, timeout_s: float) -> None:
+        # redis-py's URL parser (imported here: the gateway loads redis-py only when Redis is configured).
+        from redis.asyncio.connection import SSLConnection, parse_url  # noqa: PLC0415
+
         self.params: dict[str, Any] = dict(parse_url(url))
+        self._tls = self.params.get("connection_class") is SSLConnection
         self.timeout_s = timeout_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -59,7 +62,7 @@ class RespConnection:
             if "path" in params:
                 self._reader, self._writer = await asyncio.open_unix_connection(params["path"])
             else:
-                tls = ssl.create_default_context() if params.get("connection_class") is SSLConnection else None
+                tls = ssl.create_default_context() if self._tls else None
                 self._reader, self._writer = await asyncio.open_connection(
                     params.get("host", "localhost"), params.get("port", 6379), ssl=tls
                 )

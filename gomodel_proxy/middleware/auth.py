@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import hmac
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gomodel_proxy.core.errors import AuthenticationError, PermissionDeniedError
 from gomodel_proxy.core.interfaces import Handler, RequestContext
 from gomodel_proxy.core.types import Principal
-from gomodel_proxy.middleware.jwt_verifier import JWTVerifier, looks_like_jwt
 from gomodel_proxy.middleware.key_cache import KeyCache
+
+if TYPE_CHECKING:  # loaded (with PyJWT and cryptography) only when auth.jwt is configured
+    from gomodel_proxy.middleware.jwt_verifier import JWTVerifier
 
 MASTER = Principal(kind="master", is_admin=True)
 
@@ -66,7 +68,7 @@ class Authenticator:
             if self.keys.revoked(presented):
                 raise AuthenticationError("This API key has been revoked; ask the gateway's admin for a new one.",
                                           code="revoked_api_key")
-        if self.jwt is not None and looks_like_jwt(presented):
+        if self.jwt is not None and self.jwt.looks_like(presented):
             return await self.jwt.verify(presented)
         raise AuthenticationError("Invalid API key for this gateway.")
 

@@ -85,6 +85,9 @@ class JWTVerifier:
     wall clock the ``exp``/``nbf``/``iat`` claims, the cache and the re-fetch limit are measured against.
     """
 
+    #: Whether a presented credential is shaped like a token (a virtual key never is).
+    looks_like = staticmethod(looks_like_jwt)
+
     def __init__(
         self,
         config: JWTConfig,

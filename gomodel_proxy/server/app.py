@@ -9,8 +9,6 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gomodel_proxy.admin import routes as admin_routes
-from gomodel_proxy.admin.routes import AdminContext
 from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.interfaces import Provider
@@ -82,7 +80,10 @@ def create_app(config: Config) -> web.Application:
     routes_v1.add_routes(app)
     routes_usage.add_routes(app)
     if config.features.admin_api and governance.db is not None:
-        admin_routes.add_routes(app, AdminContext(
+        # Imported only when on: compiling its request schemas is start-up time an off switch should not pay.
+        from gomodel_proxy.admin import routes as admin_routes  # noqa: PLC0415
+
+        admin_routes.add_routes(app, admin_routes.AdminContext(
             db=governance.db, on_change=governance.on_admin_change, rate_limits=config.rate_limits,
             authorize=lambda request: request[CALL].principal.is_admin,
         ))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gomodel_proxy.billing.call_cost import CallPricer
 from gomodel_proxy.billing.export import spend_since
@@ -34,11 +34,13 @@ from gomodel_proxy.limits.token_bucket import MemoryRateLimiter, RateLimiter
 from gomodel_proxy.middleware.auth import Authenticator, ModelAccess
 from gomodel_proxy.middleware.budget import Budget
 from gomodel_proxy.middleware.chain import Chain
-from gomodel_proxy.middleware.jwt_verifier import JWTVerifier
 from gomodel_proxy.middleware.key_cache import KeyCache
 from gomodel_proxy.middleware.ratelimit import RateLimit
 from gomodel_proxy.storage.database import Database
 from gomodel_proxy.storage.tables import utcnow
+
+if TYPE_CHECKING:
+    from gomodel_proxy.middleware.jwt_verifier import JWTVerifier
 
 
 @dataclass(slots=True)
@@ -107,6 +109,8 @@ def build_governance(config: Config, providers: dict[str, Provider], logger: Any
     if master and gov.db is not None:
         gov.keys = KeyCache(gov.db, refresh_s=config.auth.refresh_s, logger=logger)
     if config.auth.jwt is not None:
+        from gomodel_proxy.middleware.jwt_verifier import JWTVerifier  # noqa: PLC0415 - PyJWT only when used
+
         gov.jwt = JWTVerifier(config.auth.jwt, logger=logger)
     if master or gov.jwt is not None:
         gov.authenticator = Authenticator(master, gov.keys, gov.jwt)

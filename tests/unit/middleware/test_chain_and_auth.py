@@ -24,7 +24,7 @@ from gomodel_proxy.core.types import CallRecord, Principal
 from gomodel_proxy.middleware import auth
 from gomodel_proxy.middleware.auth import MASTER, Authenticator, ModelAccess, model_allowed, presented_key
 from gomodel_proxy.middleware.chain import Chain
-from gomodel_proxy.middleware.jwt_verifier import JWTVerifier
+from gomodel_proxy.middleware.jwt_verifier import JWTVerifier, looks_like_jwt
 from gomodel_proxy.middleware.key_cache import KeyCache
 from gomodel_proxy.server.inbound import governed, max_output_tokens
 from gomodel_proxy.server.state import CALL, STATE
@@ -204,6 +204,10 @@ def test_presented_key_reads_bearer_then_x_api_key(headers: dict[str, str], expe
 
 # -- the authenticator ------------------------------------------------------------------------------
 class FakeJWT:
+    """A verifier that accepts any token; which credentials look like tokens is the real rule."""
+
+    looks_like = staticmethod(looks_like_jwt)
+
     def __init__(self) -> None:
         self.verified: list[str] = []
 
