@@ -213,8 +213,6 @@ def _check_pricing(config: Config, builder: _Builder, raw: Mapping[str, Any], fo
 def _check_governance(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> list[str]:
     """``database.url`` and ``redis.url`` are usable URLs; the admin API has a master key; a JWT issuer
     has keys to verify with. Secret values are never shown."""
-    from gomodel_proxy.storage.database import check_url, resolve_url  # noqa: PLC0415 - import cycle
-
     problems: list[str] = []
 
     def node(*keys: str) -> Any:
@@ -224,11 +222,14 @@ def _check_governance(config: Config, builder: _Builder, raw: Mapping[str, Any])
         return cur
 
     if config.database.url and "database.url" not in builder.bad_paths:
+        # SQLAlchemy reads the URL: imported only when one is configured (it is slow to import).
+        from gomodel_proxy.storage.database import check_url  # noqa: PLC0415 - import cycle
+
         problem = check_url(config.database.url)
         if problem:
             problems.append(f"{builder.where(node('database'), 'url', 'database.url')}: database.url: {problem}")
     schema = config.database.schema
-    if schema and (not schema.isidentifier() or not resolve_url(config).startswith("postgresql")):
+    if schema and (not schema.isidentifier() or not config.database.url.startswith("postgresql")):
         problems.append(
             f"{builder.where(node('database'), 'schema', 'database.schema')}: database.schema: a PostgreSQL "
             "schema name (letters, digits, '_'), for a postgresql+asyncpg:// database.url only; remove it or fix it"

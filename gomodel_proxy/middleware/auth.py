@@ -21,10 +21,10 @@ from aiohttp import web
 from gomodel_proxy.core.errors import AuthenticationError, PermissionDeniedError
 from gomodel_proxy.core.interfaces import Handler, RequestContext
 from gomodel_proxy.core.types import Principal
-from gomodel_proxy.middleware.key_cache import KeyCache
 
-if TYPE_CHECKING:  # loaded (with PyJWT and cryptography) only when auth.jwt is configured
+if TYPE_CHECKING:  # loaded only when configured (PyJWT with auth.jwt, SQLAlchemy with keys)
     from gomodel_proxy.middleware.jwt_verifier import JWTVerifier
+    from gomodel_proxy.middleware.key_cache import KeyCache
 
 MASTER = Principal(kind="master", is_admin=True)
 
@@ -61,7 +61,7 @@ class Authenticator:
             found = self.keys.lookup(presented)
             if found is not None:
                 row, principal = found
-                if KeyCache.expired(row):
+                if self.keys.expired(row):
                     raise AuthenticationError("This API key has expired; ask the gateway's admin for a new one.",
                                               code="expired_api_key")
                 return principal

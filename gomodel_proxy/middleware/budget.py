@@ -10,15 +10,17 @@ that left, too) the reservation is settled with the real cost without waiting fo
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from gomodel_proxy.billing.call_cost import CallPricer
 from gomodel_proxy.billing.ledger import BudgetLedger, BudgetLimit
 from gomodel_proxy.billing.periods import Period
 from gomodel_proxy.core.interfaces import Handler, RequestContext
 from gomodel_proxy.core.types import Principal, Usage
-from gomodel_proxy.middleware.key_cache import KeyCache
-from gomodel_proxy.storage.repository import BudgetRow
+
+if TYPE_CHECKING:
+    from gomodel_proxy.middleware.key_cache import KeyCache
+    from gomodel_proxy.storage.repository import BudgetRow
 
 
 class Budget:

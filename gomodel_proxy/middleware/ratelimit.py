@@ -9,13 +9,15 @@ pipeline), never delaying the client.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gomodel_proxy.config.schema import RateLimitsConfig
 from gomodel_proxy.core.interfaces import Handler, RequestContext
 from gomodel_proxy.core.types import Principal
 from gomodel_proxy.limits.token_bucket import Limit, RateLimiter, rate_limit_error
-from gomodel_proxy.middleware.key_cache import KeyCache
+
+if TYPE_CHECKING:
+    from gomodel_proxy.middleware.key_cache import KeyCache
 
 
 def estimated_tokens(ctx: RequestContext) -> int:

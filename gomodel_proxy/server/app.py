@@ -70,7 +70,7 @@ def create_app(config: Config) -> web.Application:
         client_max_size=int(config.server.body_limit_mb * 1024 * 1024),
     )
     recorder = RequestRecorder(metrics, logger, access_log=config.server.log_level in ("debug", "info"))
-    if governance.writer is not None:
+    if governance.writer is not None or governance.usage_later:
         recorder.usage_sink = governance.record_usage
     app[STATE] = GatewayState(
         config=config, providers=providers, registry=registry, metrics=metrics, recorder=recorder,

@@ -11,7 +11,9 @@ What is built depends on what is configured, so a gateway without it pays nothin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import importlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -19,11 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gomodel_proxy.billing.call_cost import CallPricer
-from gomodel_proxy.billing.export import spend_since
 from gomodel_proxy.billing.ledger import BudgetLedger, BudgetLimit, MemoryLedger, RedisLedger, Seed
+from gomodel_proxy.billing.periods import utcnow
 from gomodel_proxy.billing.pricing import PriceTable, install
 from gomodel_proxy.billing.usage import new_call_id, usage_row
-from gomodel_proxy.billing.usage_writer import UsageWriter
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.errors import ServiceUnavailableError
 from gomodel_proxy.core.interfaces import Middleware, Provider
@@ -34,13 +35,13 @@ from gomodel_proxy.limits.token_bucket import MemoryRateLimiter, RateLimiter
 from gomodel_proxy.middleware.auth import Authenticator, ModelAccess
 from gomodel_proxy.middleware.budget import Budget
 from gomodel_proxy.middleware.chain import Chain
-from gomodel_proxy.middleware.key_cache import KeyCache
 from gomodel_proxy.middleware.ratelimit import RateLimit
-from gomodel_proxy.storage.database import Database
-from gomodel_proxy.storage.tables import utcnow
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # storage (SQLAlchemy), PyJWT: imported where they are built, only when configured
+    from gomodel_proxy.billing.usage_writer import UsageWriter
     from gomodel_proxy.middleware.jwt_verifier import JWTVerifier
+    from gomodel_proxy.middleware.key_cache import KeyCache
+    from gomodel_proxy.storage.database import Database
 
 
 @dataclass(slots=True)
@@ -57,9 +58,16 @@ class Governance:
     ledger: BudgetLedger | None = None
     writer: UsageWriter | None = None
     chain: Chain = field(default_factory=lambda: Chain(()))
+    #: The embedded usage store is opened after start-up (see ``build_governance``); records made
+    #: meanwhile wait in ``_early``.
+    usage_later: bool = False
+    _early: list[dict[str, Any]] = field(default_factory=list)
+    _opening: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.usage_later:
+            self._opening = asyncio.get_running_loop().create_task(self._open_usage_store())
         if self.db is not None:
             await self.db.connect()  # creates or migrates the schema
         if self.keys is not None:
@@ -72,6 +80,9 @@ class Governance:
     async def close(self) -> None:
         """Drain: every usage record reaches the database or the spool file; the guard (closed last)
         sends the settlements still queued for Redis."""
+        if self._opening is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._opening, 30)
         if self.writer is not None:
             await self.writer.close()
         for part in (self.keys, self.jwt, self.limiter, self.ledger, self.guard):  # the guard last
@@ -84,11 +95,37 @@ class Governance:
     # -- per request ------------------------------------------------------------------------------
     def record_usage(self, call: CallRecord) -> None:
         """The usage record of a finished API call (called once per request, by the recorder)."""
+        if not call.billable:
+            return
         writer = self.writer
-        if writer is None or not call.billable:
+        if writer is None and not self.usage_later:
             return
         self.pricer.settle(call)
-        writer.submit(usage_row(call, new_call_id(), utcnow()))
+        row = usage_row(call, new_call_id(), utcnow())
+        if writer is None:
+            self._early.append(row)  # the store is still opening
+        else:
+            writer.submit(row)
+
+    async def _open_usage_store(self) -> None:
+        """Open the embedded store behind a ready gateway: SQLAlchemy alone takes longer to import than the
+        rest of start-up. A store that cannot be opened still gets a writer: it spools, nothing is lost."""
+        await asyncio.to_thread(importlib.import_module, "gomodel_proxy.billing.usage_writer")
+        from gomodel_proxy.storage.database import Database  # noqa: PLC0415 - imported above, off the loop
+
+        config = self.config
+        db = Database.from_config(config)
+        try:
+            await db.connect()
+        except Exception as exc:
+            self.logger.error("usage store cannot be opened; records go to the spool file",
+                              error=f"{type(exc).__name__}: {exc}"[:300])
+        writer = _usage_writer(config, db, self.logger)
+        await writer.start()
+        self.db, self.writer = db, writer
+        early, self._early = self._early, []
+        for row in early:
+            writer.submit(row)
 
     async def on_admin_change(self, what: str) -> None:
         """The admin API changed keys, users, teams or a budget: refresh at once on this instance."""
@@ -104,9 +141,17 @@ def build_governance(config: Config, providers: dict[str, Provider], logger: Any
     gov = Governance(config=config, pricer=CallPricer(providers, table), logger=logger)
     features = config.features
     master = config.server.master_key
-    if features.usage_tracking or master:
+    # Zero-configuration (usage records in the embedded SQLite file, no keys to load before serving):
+    # the store opens after start-up. Keys, or a configured database, are opened before serving, so a
+    # gateway that cannot read them does not start.
+    gov.usage_later = features.usage_tracking and not master and not config.database.url
+    if master or (features.usage_tracking and not gov.usage_later):
+        from gomodel_proxy.storage.database import Database  # noqa: PLC0415 - SQLAlchemy when used
+
         gov.db = Database.from_config(config)
     if master and gov.db is not None:
+        from gomodel_proxy.middleware.key_cache import KeyCache  # noqa: PLC0415
+
         gov.keys = KeyCache(gov.db, refresh_s=config.auth.refresh_s, logger=logger)
     if config.auth.jwt is not None:
         from gomodel_proxy.middleware.jwt_verifier import JWTVerifier  # noqa: PLC0415 - PyJWT only when used
@@ -132,16 +177,23 @@ def build_governance(config: Config, providers: dict[str, Provider], logger: Any
                                 default_output_tokens=config.budgets.default_output_tokens))
     gov.chain = Chain(steps)
     if features.usage_tracking and gov.db is not None:
-        spool = Path(config.usage.spool_dir or config.cache.dir)
-        gov.writer = UsageWriter(gov.db, spool, batch_size=config.usage.batch_size,
-                                 flush_interval_s=config.usage.flush_interval_ms / 1000, logger=logger)
+        gov.writer = _usage_writer(config, gov.db, logger)
     return gov
+
+
+def _usage_writer(config: Config, db: Database, logger: Any) -> UsageWriter:
+    from gomodel_proxy.billing.usage_writer import UsageWriter  # noqa: PLC0415
+
+    return UsageWriter(db, Path(config.usage.spool_dir or config.cache.dir), batch_size=config.usage.batch_size,
+                       flush_interval_s=config.usage.flush_interval_ms / 1000, logger=logger)
 
 
 def _seed(db: Database) -> Seed:
     """A budget's spend so far this period, from the usage records (first use, restart, Redis flushed)."""
 
     async def seed(budget: BudgetLimit, start: datetime) -> Decimal:
+        from gomodel_proxy.billing.export import spend_since  # noqa: PLC0415 - with the database
+
         scope, _, subject = budget.id.partition(":")
         try:
             return await spend_since(db, scope=scope, subject_id=subject, start=start)

@@ -14,7 +14,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gomodel_proxy.billing import export
 from gomodel_proxy.billing.periods import period_bounds
 from gomodel_proxy.core.errors import InvalidRequestError, ServiceUnavailableError
 from gomodel_proxy.core.types import Principal
@@ -56,9 +55,13 @@ async def own_usage(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     gov = state.governance
     if gov.db is None:
+        if gov.usage_later:
+            raise ServiceUnavailableError("The usage store is still opening; retry in a moment.",
+                                          code="usage_store_opening", headers={"Retry-After": "1"})
         raise ServiceUnavailableError(
             "Usage is not recorded on this gateway (features.usage_tracking is off).", code="usage_not_tracked"
         )
+    from gomodel_proxy.billing import export  # noqa: PLC0415 - with the database, loaded after start-up
     now = datetime.now(UTC)
     query = request.query
     start = parse_time(query["start"], "start") if "start" in query else period_bounds("monthly", now)[0]

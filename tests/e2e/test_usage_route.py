@@ -102,6 +102,32 @@ async def test_a_gateway_that_records_no_usage_answers_503(make_gateway: Any) ->
         assert resp.status == 503 and body["error"]["code"] == "usage_not_tracked"
 
 
+async def test_a_zero_config_gateway_records_usage_in_its_embedded_store_once_open(make_gateway: Any) -> None:
+    gateway = await make_gateway(providers=mock_provider(), extra={"usage": {"flush_interval_ms": 20}})
+    gov = gateway.state.governance
+    assert gov.usage_later  # no keys and no configured database: the store opens after start-up
+    opened = gov._opening
+    db, writer = gov.db, gov.writer
+    gov.db, gov.writer, gov._opening = None, None, None  # as if still opening
+    async with gateway.http.get("v1/usage") as resp:
+        body = await resp.json()
+        assert resp.status == 503 and body["error"]["code"] == "usage_store_opening"
+        assert resp.headers["Retry-After"] == "1"
+    async with gateway.http.post("v1/chat/completions", json=CHAT) as resp:
+        assert resp.status == 200
+    assert [row["request_id"] for row in gov._early] == [resp.headers["X-Request-ID"]]  # kept meanwhile
+    gov._opening = opened
+    await opened
+    if gov.writer is None:  # it had opened before the test looked: put it back and hand over what waited
+        gov.db, gov.writer = db, writer
+        early, gov._early = gov._early, []
+        for row in early:
+            writer.submit(row)
+    assert gov.db is not None
+    rows = await usage_rows(gov.db, expect=1)
+    assert [r["request_id"] for r in rows] == [resp.headers["X-Request-ID"]]
+
+
 async def test_an_open_gateway_reports_all_usage_to_anyone(make_gateway: Any, tmp_path: Any) -> None:
     gateway = await make_gateway(providers=mock_provider(), extra={
         "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'open.db'}"}, "usage": {"flush_interval_ms": 20}})

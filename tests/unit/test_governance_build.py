@@ -98,11 +98,46 @@ def test_no_master_key_and_no_usage_tracking_builds_nothing(tmp_path: Path) -> N
     assert pricing.price_table() is gov.pricer.table  # the configured prices are the process's
 
 
-def test_usage_tracking_alone_builds_the_database_and_the_writer_but_no_chain(tmp_path: Path) -> None:
+async def test_usage_tracking_alone_opens_the_embedded_store_after_start_up(tmp_path: Path) -> None:
     gov = build_governance(config(tmp_path), PROVIDERS, Log())
+    assert gov.usage_later and gov.db is None and gov.writer is None  # nothing opened before serving
+    assert gov.keys is None and gov.authenticator is None and not gov.chain
+    early = CallRecord(request_id="early", endpoint="chat", provider="mock", model="m", billable=True,
+                       usage=Usage(input_tokens=10, output_tokens=10))
+    await gov.start()
+    gov.record_usage(early)  # made while the store is still opening: kept, then written
+    assert gov._opening is not None
+    await gov._opening
     assert gov.db is not None and gov.db.backend == "sqlite" and str(tmp_path / "cache") in str(gov.db.url)
     assert isinstance(gov.writer, UsageWriter) and gov.writer.spool_dir == tmp_path / "cache"
-    assert gov.keys is None and gov.authenticator is None and not gov.chain
+    db = gov.db
+    await gov.close()
+    await db.connect(migrate=False)
+    try:
+        (row,) = await usage_rows(db)
+    finally:
+        await db.close()
+    assert row["request_id"] == "early" and row["cost"] == pytest.approx(0.03)
+
+
+async def test_an_embedded_store_that_cannot_open_spools_the_records(tmp_path: Path) -> None:
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    spool = tmp_path / "spool"
+    log = Log()
+    gov = build_governance(config(tmp_path, spool_dir=str(spool)), PROVIDERS, log)
+    await gov.start()
+    assert gov._opening is not None
+    await gov._opening
+    gov.record_usage(CallRecord(request_id="kept", endpoint="chat", provider="mock", model="m", billable=True,
+                                usage=Usage(input_tokens=1, output_tokens=1)))
+    await gov.close()
+    assert any(event == "usage store cannot be opened; records go to the spool file" for _, event, _ in log.lines)
+    assert "kept" in "".join(p.read_text() for p in spool.glob("usage-spool-*.jsonl"))
+
+
+def test_a_configured_database_is_built_before_serving(tmp_path: Path) -> None:
+    gov = build_governance(config(tmp_path, db_url=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"), PROVIDERS, Log())
+    assert not gov.usage_later and gov.db is not None and isinstance(gov.writer, UsageWriter)
 
 
 def test_a_configured_limit_without_keys_builds_a_rate_limit_step(tmp_path: Path) -> None:
