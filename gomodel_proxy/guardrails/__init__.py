@@ -1,0 +1,1 @@
+"""Guardrails: checks and rewrites of prompts and answers, run in priority order."""
