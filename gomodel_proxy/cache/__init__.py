@@ -1,0 +1,1 @@
+"""The response cache: exact-match keys, stores in memory or Redis."""
