@@ -235,11 +235,20 @@ def _check_governance(config: Config, builder: _Builder, raw: Mapping[str, Any])
             "schema name (letters, digits, '_'), for a postgresql+asyncpg:// database.url only; remove it or fix it"
         )
     url = config.redis.url
-    if url and "redis.url" not in builder.bad_paths and not re.match(r"^(redis|rediss|unix)://", url):
-        problems.append(
-            f"{builder.where(node('redis'), 'url', 'redis.url')}: redis.url: not a Redis URL (not shown: it may "
-            "hold a password); write it as redis://[:password@]host:6379/0"
-        )
+    if url and "redis.url" not in builder.bad_paths:
+        where = f"{builder.where(node('redis'), 'url', 'redis.url')}: redis.url"
+        if not re.match(r"^(redis|rediss|unix)://", url):
+            problems.append(f"{where}: not a Redis URL (not shown: it may hold a password); "
+                            "write it as redis://[:password@]host:6379/0")
+        else:
+            # redis-py's own reading of the URL (as the limiters will read it); its messages name the part,
+            # never the password. Imported only when a URL is configured.
+            from redis.asyncio.connection import parse_url  # noqa: PLC0415
+
+            try:
+                parse_url(url)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}; write it as redis://[:password@]host:6379/0")
     if config.features.admin_api and not config.server.master_key:
         problems.append(
             f"{builder.where(node('features'), 'admin_api', 'features.admin_api')}: features.admin_api: the admin "

@@ -696,3 +696,14 @@ def test_builder_positions_fall_back_to_the_source() -> None:
     assert builder.where(CommentedMap({"a": 1}), "a", "x.a") == "conf.yaml"  # built in code: no position
     assert builder.where({"a": 1}, "a", "x.a") == "conf.yaml"
     assert builder.where(None, "a") == "conf.yaml"
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://:s3cret-pw@cache:6379/0", "not a Redis URL"),
+    ("redis://:s3cret-pw@cache:63x9/0", "Port could not be cast"),
+])
+def test_a_bad_redis_url_stops_start_up_without_showing_its_password(tmp_path: Path, url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, f"redis:\n  url: \"{url}\"\n"), env={})
+    message = str(caught.value)
+    assert "redis.url" in message and says in message and "s3cret-pw" not in message
