@@ -81,8 +81,12 @@ class Governance:
         """Drain: every usage record reaches the database or the spool file; the guard (closed last)
         sends the settlements still queued for Redis."""
         if self._opening is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(self._opening, 30)
+            except Exception as exc:
+                self.logger.error("usage store never opened", error=f"{type(exc).__name__}: {exc}"[:300])
+        if self._early:  # only when the store never opened: say what could not be kept
+            self.logger.error("usage records lost: the usage store never opened", records=len(self._early))
         if self.writer is not None:
             await self.writer.close()
         for part in (self.keys, self.jwt, self.limiter, self.ledger, self.guard):  # the guard last

@@ -317,3 +317,22 @@ def test_the_collector_reads_the_writer_the_guard_and_the_keys() -> None:
     samples = _samples(GovernanceCollector(SimpleNamespace(writer=writer, guard=guard, keys=None)))
     assert samples["gomodel_usage_spooling"] == 0.0 and samples["gomodel_limiter_redis_up"] == 1.0
     assert "gomodel_virtual_keys" not in samples
+
+
+async def test_records_that_never_reach_a_store_are_reported_not_dropped_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = Log()
+    gov = build_governance(config(tmp_path), PROVIDERS, log)
+
+    async def broken(self: Governance) -> None:
+        raise RuntimeError("cannot import the storage layer")
+
+    monkeypatch.setattr(Governance, "_open_usage_store", broken)
+    await gov.start()
+    gov.record_usage(CallRecord(request_id="r", endpoint="chat", provider="mock", model="m", billable=True,
+                                usage=Usage(input_tokens=1, output_tokens=1)))
+    await gov.close()
+    errors = [(event, fields) for level, event, fields in log.lines if level == "error"]
+    assert ("usage store never opened", {"error": "RuntimeError: cannot import the storage layer"}) in errors
+    assert ("usage records lost: the usage store never opened", {"records": 1}) in errors
