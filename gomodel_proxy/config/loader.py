@@ -82,6 +82,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     problems += _check_models(config, builder, raw)
     problems += _check_pricing(config, builder, raw, Path(path).parent if path is not None else Path.cwd())
     problems += _check_governance(config, builder, raw)
+    problems += _check_cache(config, builder, raw)
     if config.features.failover and path is not None:
         folder = Path(path).parent
         failover_path = folder / (config.failover_file or "failover.yaml")
@@ -89,9 +90,53 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
             failover_path, list(config.providers), required=bool(config.failover_file)
         )
         problems += failover_problems
+    if config.features.guardrails and path is not None:
+        problems += _load_guardrails(config, Path(path).parent)
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def _check_cache(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> list[str]:
+    """The response cache's backend and semantic provider exist."""
+    responses = config.cache.responses
+    if not responses.enabled:
+        return []
+    problems: list[str] = []
+    cache = raw.get("cache") if isinstance(raw.get("cache"), Mapping) else None
+    if config.cache.backend == "redis" and not config.redis.url:
+        problems.append(f"{builder.where(cache, 'backend', 'cache.backend')}: cache.backend: redis needs redis.url "
+                        "(e.g. redis://127.0.0.1:6379/0); set it, or use backend: local")
+    semantic = responses.semantic
+    if semantic.enabled and semantic.provider not in config.providers:
+        node = cache.get("responses") if cache is not None else None
+        node = node.get("semantic") if isinstance(node, Mapping) else None
+        problems.append(
+            f"{builder.where(node, 'provider', 'cache.responses.semantic.provider')}: "
+            f"cache.responses.semantic.provider: '{semantic.provider}' is not a configured provider; name one "
+            f"with an embeddings endpoint: {', '.join(config.providers) or '(none configured)'}"
+        )
+    return problems
+
+
+def _load_guardrails(config: Config, folder: Path) -> list[str]:
+    """``guardrails.yaml`` (or ``guardrails.file``): every entry checked; a moderation backend names a
+    configured provider. Read only when the file is there (or named), so a gateway without it pays nothing."""
+    target = folder / (config.guardrails.file or "guardrails.yaml")
+    if not config.guardrails.file and not target.exists():
+        return []
+    from gomodel_proxy.guardrails.config_file import load_guardrails_file  # noqa: PLC0415 - phonenumbers
+
+    specs, problems = load_guardrails_file(target, required=bool(config.guardrails.file))
+    for spec in specs:
+        provider = spec.config.get("provider") if spec.kind == "content-filter" else None
+        if provider and provider not in config.providers:
+            problems.append(
+                f"{target}: guardrails.{spec.name}.config.provider: '{provider}' is not a configured provider; "
+                f"name one of: {', '.join(config.providers) or '(none configured)'}"
+            )
+    config.guardrails.specs = specs
+    return problems
 
 
 def _register_env_providers(config: Config, env: Mapping[str, str]) -> dict[str, str]:

@@ -8,7 +8,7 @@ hint printed next to an error.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 ProviderType = Literal[
     "openai", "groq", "xai", "openrouter", "openai_compatible", "anthropic", "gemini", "azure", "mock"
@@ -137,11 +137,57 @@ class CredentialsConfig:
 
 
 @dataclass(slots=True)
+class SemanticCacheConfig:
+    """Answers for prompts that mean the same (embeddings from ``provider``, cosine >= ``threshold``), kept in
+    this process's memory; only requests equal in everything but their wording can match."""
+
+    enabled: bool = False
+    #: A configured provider with an embeddings endpoint, and its model.
+    provider: str = ""
+    model: str = "text-embedding-3-small"
+    threshold: float = field(default=0.95, metadata={"min": 0.5, "max": 1.0})
+    max_entries: int = field(default=10_000, metadata={"min": 1, "max": 1_000_000})
+
+
+@dataclass(slots=True)
+class ResponseCacheConfig:
+    """The response cache (``cache.backend``: local memory or Redis); off unless ``enabled``."""
+
+    enabled: bool = False
+    ttl_s: float = field(default=3600.0, metadata={"min": 1})
+    #: TTL per model (``provider/model`` or the name the client asked for) and per key (its id or name).
+    ttl_by_model: dict[str, float] = field(default_factory=dict)
+    ttl_by_key: dict[str, float] = field(default_factory=dict)
+    #: ``tenant``: a team's (else a key's) answers are its own; ``global``: every caller shares them.
+    namespace: Literal["tenant", "global"] = "tenant"
+    #: Local backend: the memory it may hold, and whether it is saved to ``cache.dir`` at shutdown.
+    max_mb: float = field(default=256.0, metadata={"min": 0.01})
+    persist: bool = False
+    #: Answers larger than this are not stored.
+    max_entry_kb: float = field(default=1024.0, metadata={"min": 1})
+    semantic: SemanticCacheConfig = field(default_factory=SemanticCacheConfig)
+
+
+@dataclass(slots=True)
 class CacheConfig:
-    backend: Literal["local"] = "local"
+    #: Where the response cache lives: ``local`` (this process) or ``redis`` (``redis.url``, shared).
+    backend: Literal["local", "redis"] = "local"
     dir: str = ".cache/gomodel-proxy"
     model_refresh_s: float = field(default=3600.0, metadata={"min": 1})
     model_fetch_timeout_s: float = field(default=5.0, metadata={"min": 0.01})
+    responses: ResponseCacheConfig = field(default_factory=ResponseCacheConfig)
+
+
+@dataclass(slots=True)
+class GuardrailsConfig:
+    """Where the guardrails are described (``features.guardrails``) and how streamed answers are checked."""
+
+    #: The guardrails file, relative to this file's folder ("": ``guardrails.yaml`` beside it, if present).
+    file: str = ""
+    #: Characters of a streamed answer held back so that a pattern split across chunks is still caught.
+    hold_back_chars: int = field(default=64, metadata={"min": 0, "max": 4096})
+    #: The validated entries of the file (not a YAML key).
+    specs: list[Any] = field(default_factory=list, metadata={"internal": True})
 
 
 @dataclass(slots=True)
@@ -251,7 +297,11 @@ class UsageConfig:
 
 @dataclass(slots=True)
 class AuditConfig:
-    backend: Literal["noop"] = "noop"
+    """Where decisions about requests (guardrails, cache) are kept when ``features.audit_logging`` is on."""
+
+    backend: Literal["noop", "file"] = "noop"
+    #: ``file``: the JSON-lines file ("": ``audit.jsonl`` in ``cache.dir``).
+    path: str = ""
 
 
 @dataclass(slots=True)
@@ -326,6 +376,7 @@ class Config:
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
     #: Aliases (``fast: groq/llama-3.3-70b-versatile``) and virtual models (``{strategy, targets}``).
     models: dict[str, str | VirtualModelConfig] = field(default_factory=dict)
     #: The failover chains' file when ``features.failover`` is on; relative to this file's folder.

@@ -131,6 +131,19 @@ class BudgetExceededError(GatewayError):
     code = "budget_exceeded"
 
 
+class GuardrailBlockedError(InvalidRequestError):
+    """A guardrail refused the request or the answer. The message names the guardrail and what kind of
+    thing it found (``email``, ``hate``, a pattern's name), never the matched text itself."""
+
+    code = "guardrail_blocked"
+
+    def __init__(self, guardrail: str, reason: str, *, stage: str = "input") -> None:
+        where = "request" if stage == "input" else "answer"
+        super().__init__(f"The {where} was blocked by guardrail '{guardrail}': {reason}.")
+        self.guardrail = guardrail
+        self.stage = stage
+
+
 class ServiceUnavailableError(GatewayError):
     status = 503
     error_type = "server_error"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from gomodel_proxy.core.types import CallRecord, ModelInfo, Principal, Usage
@@ -137,10 +138,23 @@ class PassthroughProvider(Protocol):
         ...
 
 
+class StreamFilter(Protocol):
+    """A step's view of a streamed answer in the client's format, after the relay's tap: ``feed`` returns
+    the bytes to pass on now, ``finish`` those held back at the end; raising ``GatewayError`` ends the
+    stream with that error as its last event. Registered in ``CallRecord.stream_filters``."""
+
+    async def feed(self, data: bytes) -> bytes: ...
+
+    async def finish(self) -> bytes: ...
+
+
 class UsageSink(Protocol):
     """Receives one record per finished request (metrics, logs, later the usage store)."""
 
     def record(self, call: CallRecord) -> None: ...
+
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -156,6 +170,8 @@ class RequestContext:
     body: dict[str, Any] | None
     body_bytes: int
     max_output_tokens: int | None = None
+    #: The client's request headers (``Cache-Control``, ...); empty when the caller had none to give.
+    headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
 
     @property
     def principal(self) -> Principal:

@@ -138,6 +138,12 @@ class CallRecord:
     cost: Decimal | None = None
     #: Whether this request is accounted as usage (LLM API routes; not /admin, /v1/models, probes).
     billable: bool = False
+    #: Answered from the response cache: no provider was called, so it costs nothing.
+    cached: bool = False
+    #: What a streamed answer passes through on its way to the client, besides its tap (output
+    #: guardrails, the cache's recorder): ``core.interfaces.StreamFilter`` objects, the last added
+    #: (the step nearest the provider) first; ``None``: none.
+    stream_filters: list[Any] | None = None
 
     @property
     def latency_s(self) -> float:

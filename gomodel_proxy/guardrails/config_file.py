@@ -56,12 +56,13 @@ REGEX_ACTIONS: Final = ("block", "redact", "log")
 _TOP: Final = ("guardrails",)
 _ENTRY: Final = ("name", "type", "enabled", "priority", "config", "keys", "teams")
 _CONFIG_KEYS: Final[dict[str, tuple[str, ...]]] = {
-    "pii-redactor": ("detect", "action"),
+    "pii-redactor": ("detect", "action", "restore", "scan_output"),
     "token-limiter": ("max_input_tokens", "max_output_tokens"),
     "system-prompt": ("prepend", "append", "replace"),
-    "content-filter": ("block_categories",),
-    "regex": ("patterns",),
+    "content-filter": ("block_categories", "backend", "provider", "model", "thresholds", "scan_output"),
+    "regex": ("patterns", "scan_output"),
 }
+CONTENT_BACKENDS: Final = ("lexicon", "moderation")
 _PATTERN_KEYS: Final = ("name", "pattern", "action")
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 
@@ -304,7 +305,20 @@ class _Loader:
 
     def pii(self, cfg: Mapping[Any, Any], path: str, at: str) -> dict[str, Any]:
         detect = self.choices(cfg, "detect", path, ALL_KINDS) if "detect" in cfg else ALL_KINDS
-        return {"detect": detect, "action": self.action(cfg, path, PII_ACTIONS, "redact", at)}
+        action = self.action(cfg, path, PII_ACTIONS, "redact", at)
+        restore = self.flag(cfg, "restore", path, default=False)
+        if restore and action != "redact":
+            self.add(self.where(cfg, "restore"), f"{path}.restore",
+                     f"restore puts redacted values back into the answer; it needs action: redact (got {action})")
+        return {"detect": detect, "action": action, "restore": restore,
+                "scan_output": self.flag(cfg, "scan_output", path, default=False)}
+
+    def flag(self, cfg: Mapping[Any, Any], key: str, path: str, *, default: bool) -> bool:
+        value = cfg.get(key, default)
+        if not isinstance(value, bool):
+            self.add(self.where(cfg, key), f"{path}.{key}", f"expected true or false; got {value!r}")
+            return default
+        return value
 
     def tokens(self, cfg: Mapping[Any, Any], path: str, at: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -334,12 +348,45 @@ class _Loader:
 
     def content(self, cfg: Mapping[Any, Any], path: str, at: str) -> dict[str, Any]:
         if "block_categories" not in cfg:
-            if not cfg:
+            if not cfg or not any(k not in _CONFIG_KEYS["content-filter"] for k in cfg):
                 self.add(
                     at, f"{path}.block_categories", f"missing; give a list drawn from: {', '.join(CONTENT_CATEGORIES)}"
                 )
             return {}
-        return {"block_categories": self.choices(cfg, "block_categories", path, CONTENT_CATEGORIES)}
+        categories = self.choices(cfg, "block_categories", path, CONTENT_CATEGORIES)
+        backend = cfg.get("backend", "lexicon")
+        if backend not in CONTENT_BACKENDS:
+            self.add(self.where(cfg, "backend"), f"{path}.backend",
+                     f"unknown backend {backend!r}{_suggest(str(backend), CONTENT_BACKENDS)}; "
+                     f"give lexicon (shipped, offline) or moderation (a provider's /v1/moderations)")
+        provider = cfg.get("provider", "")
+        model = cfg.get("model", "omni-moderation-latest")
+        if backend == "moderation" and (not isinstance(provider, str) or not provider):
+            self.add(self.where(cfg, "provider") if "provider" in cfg else at, f"{path}.provider",
+                     "the moderation backend needs the name of a configured provider, e.g. provider: openai")
+        elif backend != "moderation" and "provider" in cfg:
+            self.add(self.where(cfg, "provider"), f"{path}.provider",
+                     "provider is for backend: moderation; remove it or set backend: moderation")
+        if not isinstance(model, str) or not model:
+            self.add(self.where(cfg, "model"), f"{path}.model", "expected a moderation model name")
+        thresholds: dict[str, float] = {}
+        raw = cfg.get("thresholds", {})
+        if not isinstance(raw, Mapping):
+            self.add(self.where(cfg, "thresholds"), f"{path}.thresholds",
+                     "expected a mapping of category to a score between 0 and 1, e.g. {hate: 0.5}")
+        else:
+            for name, value in raw.items():
+                if name not in categories:
+                    self.add(self.where(raw, name), f"{path}.thresholds.{name}",
+                             f"not one of block_categories ({', '.join(categories)}); add it there or remove it")
+                elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                    self.add(self.where(raw, name), f"{path}.thresholds.{name}",
+                             f"expected a score in (0, 1], e.g. 0.5; got {value!r}")
+                else:
+                    thresholds[str(name)] = float(value)
+        return {"block_categories": categories, "backend": backend, "provider": provider, "model": model,
+                "thresholds": MappingProxyType(thresholds),
+                "scan_output": self.flag(cfg, "scan_output", path, default=True)}
 
     def regex(self, cfg: Mapping[Any, Any], path: str, at: str) -> dict[str, Any]:
         patterns = cfg.get("patterns")
@@ -389,7 +436,7 @@ class _Loader:
                     )
             action = self.action(p, p_path, REGEX_ACTIONS, None, self.where(patterns, j))
             out.append(MappingProxyType({"name": name, "pattern": compiled, "action": action}))
-        return {"patterns": tuple(out)}
+        return {"patterns": tuple(out), "scan_output": self.flag(cfg, "scan_output", path, default=True)}
 
 
 def _suggest(word: str, options: Collection[str]) -> str:

@@ -236,6 +236,10 @@ class Redactor:
         parts.append(text[pos:])
         return "".join(parts), findings
 
+    def placeholder(self, kind: PIIKind, value: str) -> str:
+        """The placeholder standing for ``value`` (issued now if it is new)."""
+        return self._placeholder(kind, value)
+
     def _placeholder(self, kind: PIIKind, value: str) -> str:
         key = (kind, value)
         placeholder = self._by_value.get(key)

@@ -220,6 +220,7 @@ class MockUpstream:
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._answer)
         app.router.add_post("/v1/embeddings", self._answer)
+        app.router.add_post("/v1/moderations", self._answer)
         app.router.add_post("/v1/files", self._upload)
         app.router.add_get("/v1/files/{file_id}/content", self._download)
         if self.echo:

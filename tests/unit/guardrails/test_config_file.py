@@ -49,10 +49,13 @@ def test_the_architecture_s_example_loads_sorted_by_priority(tmp_path: Path) -> 
         ("content-filter", 30),
     ]
     by_name = {s.name: s for s in specs}
-    assert by_name["pii-redactor"].config == {"detect": ("email", "phone", "ssn", "credit_card"), "action": "redact"}
+    assert by_name["pii-redactor"].config == {"detect": ("email", "phone", "ssn", "credit_card"), "action": "redact",
+                                              "restore": False, "scan_output": False}
     assert by_name["token-limiter"].config == {"max_input_tokens": 8000, "max_output_tokens": 4000}
     assert by_name["system-prompt"].config == {"prepend": "You are a helpful assistant."}
-    assert by_name["content-filter"].config == {"block_categories": ("hate", "violence", "self_harm")}
+    assert by_name["content-filter"].config == {
+        "block_categories": ("hate", "violence", "self_harm"), "backend": "lexicon", "provider": "",
+        "model": "omni-moderation-latest", "thresholds": {}, "scan_output": True}
     assert all(s.kind == s.name and s.enabled and s.keys is None and s.teams is None for s in specs)
     with pytest.raises(TypeError):
         by_name["pii-redactor"].config["action"] = "log"  # type: ignore[index]
@@ -81,7 +84,7 @@ guardrails:
     assert problems == []
     assert [s.name for s in specs] == ["pii-redactor", "regex-no-secrets", "regex-internal"]  # stable on ties
     pii, secrets, internal = specs
-    assert pii.config == {"detect": ALL_KINDS, "action": "redact"}
+    assert pii.config == {"detect": ALL_KINDS, "action": "redact", "restore": False, "scan_output": False}
     assert secrets.kind == "regex" and secrets.keys == ("sk-a",) and secrets.teams == ("research", "ops")
     (pattern,) = secrets.config["patterns"]
     assert isinstance(pattern["pattern"], re.Pattern) and pattern["pattern"].search("key AKIAABCDEFGHIJKLMNOP")
@@ -236,3 +239,59 @@ def test_invalid_yaml_and_empty_file(tmp_path: Path) -> None:
     _, problems = load_guardrails_file(write(tmp_path, "guardrails: [\n"), required=False)
     assert len(problems) == 1 and "not valid YAML" in problems[0]
     assert load_guardrails_file(write(tmp_path, ""), required=False) == ([], [])
+
+
+def test_output_side_and_moderation_options(tmp_path: Path) -> None:
+    specs, problems = load_guardrails_file(write(tmp_path, """\
+guardrails:
+  - name: pii-redactor
+    priority: 1
+    config: {detect: [email], action: redact, restore: true, scan_output: true}
+  - name: content-filter
+    priority: 2
+    config:
+      block_categories: [hate, violence]
+      backend: moderation
+      provider: openai
+      thresholds: {hate: 0.4}
+      scan_output: false
+"""), required=True)
+    assert problems == []
+    pii, content = specs
+    assert pii.config["restore"] is True and pii.config["scan_output"] is True
+    assert content.config["backend"] == "moderation" and content.config["provider"] == "openai"
+    assert content.config["thresholds"] == {"hate": 0.4} and content.config["scan_output"] is False
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("{detect: [email], action: block, restore: true}", "it needs action: redact"),
+    ("{detect: [email], scan_output: yes please}", "expected true or false"),
+])
+def test_pii_output_option_mistakes(tmp_path: Path, config: str, expected: str) -> None:
+    specs, problems = load_guardrails_file(write(tmp_path, f"""\
+guardrails:
+  - name: pii-redactor
+    priority: 1
+    config: {config}
+"""), required=True)
+    assert specs == [] and len(problems) == 1 and expected in problems[0] and ":4:" in problems[0]
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ("{block_categories: [hate], backend: cloud}", "unknown backend 'cloud'"),
+    ("{block_categories: [hate], backend: moderation}", "needs the name of a configured provider"),
+    ("{block_categories: [hate], provider: openai}", "provider is for backend: moderation"),
+    ("{block_categories: [hate], thresholds: {violence: 0.5}}", "not one of block_categories"),
+    ("{block_categories: [hate], thresholds: {hate: 2}}", "expected a score in (0, 1]"),
+    ("{block_categories: [hate], thresholds: [hate]}", "expected a mapping of category"),
+    ("{block_categories: [hate], model: ''}", "expected a moderation model name"),
+    ("{backend: lexicon}", "block_categories: missing"),
+])
+def test_content_filter_option_mistakes(tmp_path: Path, config: str, expected: str) -> None:
+    specs, problems = load_guardrails_file(write(tmp_path, f"""\
+guardrails:
+  - name: content-filter
+    priority: 1
+    config: {config}
+"""), required=True)
+    assert specs == [] and problems and expected in problems[0], problems

@@ -1,0 +1,88 @@
+"""The ``pii-redactor`` guardrail: personal data kept from the provider.
+
+Input: every text the model reads is scanned (``pii.PIIDetector``); ``redact`` puts typed placeholders in
+its place (``[EMAIL_1]``; one value, one placeholder, within a request), ``block`` refuses the request,
+``log`` only records what kinds were seen. With ``restore: true`` the placeholders the provider echoes in
+its answer are turned back into the user's own values on the way out, so the user reads their data while
+the provider never saw it. ``scan_output: true`` also scans the answer (data the model produced itself)
+with the same action, through the hold-back window.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from gomodel_proxy.core.errors import GuardrailBlockedError
+from gomodel_proxy.guardrails.interface import Action, BaseGuardrail, GuardedRequest, TextFilter
+from gomodel_proxy.guardrails.pii import Finding, PIIDetector, Redactor, StreamRestorer
+from gomodel_proxy.guardrails.request_text import input_slots
+from gomodel_proxy.guardrails.window import Match, WindowedFilter, chain_filters
+
+
+def _counts(findings: list[Finding]) -> str:
+    return ",".join(f"{kind}={n}" for kind, n in sorted(Counter(f.kind for f in findings).items()))
+
+
+class PIIRedactor(BaseGuardrail):
+    def __init__(self, name: str, priority: int, config: Mapping[str, Any], *, hold_back: int) -> None:
+        super().__init__(name, priority)
+        self.detector = PIIDetector(config["detect"])
+        self.action: str = config["action"]
+        self.restore: bool = config.get("restore", False)
+        self.scan_output: bool = config.get("scan_output", False)
+        self.hold_back = hold_back
+
+    async def process_input(self, req: GuardedRequest) -> None:
+        found: list[Finding] = []
+        if self.action == "redact":
+            redactor = Redactor(self.detector)
+            for slot in input_slots(req.api, req.body):
+                text, findings = redactor.redact(slot.get())
+                if findings:
+                    slot.set(text)
+                    found += findings
+            if found:
+                req.state[self.name] = redactor
+                req.decide(self.name, "input", "redact", _counts(found))
+            return
+        for slot in input_slots(req.api, req.body):
+            found += self.detector.find(slot.get())
+        if not found:
+            return
+        if self.action == "block":
+            req.decide(self.name, "input", "block", _counts(found))
+            kinds = ", ".join(sorted({f.kind for f in found}))
+            raise GuardrailBlockedError(self.name, f"the prompt contains personal data ({kinds})")
+        req.decide(self.name, "input", "log", _counts(found))
+
+    def process_output(self, req: GuardedRequest) -> TextFilter | None:
+        filters: list[TextFilter] = []
+        if self.scan_output:
+            filters.append(self._output_scan(req))
+        redactor = req.state.get(self.name)
+        if self.restore and isinstance(redactor, Redactor):
+            if not req.state.get(f"{self.name}:restoring"):
+                req.state[f"{self.name}:restoring"] = True
+                req.decide(self.name, "output", "restore", f"placeholders={len(redactor.mapping)}")
+            filters.append(StreamRestorer(redactor))
+        return chain_filters(filters)
+
+    def _output_scan(self, req: GuardedRequest) -> TextFilter:
+        placeholders = Redactor(self.detector)
+        action: Action = "block" if self.action == "block" else ("redact" if self.action == "redact" else "log")
+
+        def scan(text: str) -> list[Match]:
+            return [Match(f.start, f.end, f.kind) for f in self.detector.find(text)]
+
+        def on_match(m: Match) -> None:
+            req.decide(self.name, "output", action, m.label)
+            if action == "block":
+                raise GuardrailBlockedError(self.name, f"the answer contains personal data ({m.label})", stage="output")
+
+        def scan_redacting(text: str) -> list[Match]:
+            return [Match(f.start, f.end, f.kind, placeholders.placeholder(f.kind, text[f.start:f.end]))
+                    for f in self.detector.find(text)]
+
+        return WindowedFilter(scan_redacting if action == "redact" else scan, on_match, hold_back=self.hold_back)
