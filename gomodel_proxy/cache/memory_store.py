@@ -5,6 +5,9 @@ Least recently used entries are evicted first; an expired entry is dropped when 
 small strings. The optional snapshot (:meth:`MemoryStore.save`, :meth:`MemoryStore.load`) keeps a warm cache
 across restarts: entry ages are recorded against the wall clock because the monotonic clock restarts with the
 machine, and a missing or corrupt snapshot gives an empty store, since a cache may always start cold.
+
+An answer carries ``meta``, JSON-able facts the gateway needs when it replays it without asking the provider
+(usage, provider, model), so that a hit is logged and accounted like the call it stands for.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import os
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +28,11 @@ import orjson
 #: Bytes charged per entry on top of its key and body.
 ENTRY_OVERHEAD = 256
 
-#: Version of the snapshot layout; a snapshot of another version loads as empty.
-SNAPSHOT_VERSION = 1
+#: Version of the snapshot layout written; a snapshot of a version not in :data:`READABLE_VERSIONS` loads as empty.
+SNAPSHOT_VERSION = 2
+
+#: Layouts :meth:`MemoryStore.load` reads: 1 is 2 without ``meta`` (its entries load with empty meta).
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,9 @@ class CachedAnswer:
     stored_at: float
     ttl_s: float
     stream: bool
+    #: JSON-able facts about the answer for its replay: ``usage`` (input, output, cached and reasoning
+    #: tokens), ``provider``, ``model``.
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
     def expired(self, now: float) -> bool:
         """True from the instant ``stored_at + ttl_s`` is reached."""
@@ -147,6 +156,7 @@ class MemoryStore:
                 "age": now - answer.stored_at,
                 "ttl_s": answer.ttl_s if math.isfinite(answer.ttl_s) else None,
                 "stream": answer.stream,
+                "meta": dict(answer.meta),
             }
             for key, answer in self._entries.items()
             if not answer.expired(now)
@@ -193,8 +203,9 @@ def _parse_snapshot(data: bytes, *, now: float, wall_now: float) -> list[tuple[s
     The wall time between the save and now counts towards every entry's age: the cache was cold meanwhile.
     """
     snapshot: Any = orjson.loads(data)
-    if not isinstance(snapshot, dict) or snapshot.get("version") != SNAPSHOT_VERSION:
-        raise ValueError("not a snapshot of this version")
+    version = snapshot.get("version") if isinstance(snapshot, dict) else None
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise ValueError("not a snapshot of a readable version")
     offline = max(0.0, wall_now - _number(snapshot["saved_at"]))
     answers: list[tuple[str, CachedAnswer]] = []
     for entry in snapshot["entries"]:
@@ -206,6 +217,7 @@ def _parse_snapshot(data: bytes, *, now: float, wall_now: float) -> list[tuple[s
             stored_at=now - _number(entry["age"]) - offline,
             ttl_s=math.inf if ttl is None else _number(ttl),
             stream=_boolean(entry["stream"]),
+            meta=_mapping(entry["meta"]) if version >= 2 else {},
         )
         answers.append((_string(entry["key"]), answer))
     return answers
@@ -226,6 +238,12 @@ def _integer(value: object) -> int:
 def _string(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("expected a string")
+    return value
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
     return value
 
 

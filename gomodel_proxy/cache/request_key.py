@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 import orjson
 
+from gomodel_proxy.core.types import Principal
+
 Api = Literal["chat", "responses", "messages"]
 
 #: Bumped whenever the normalisation rules change, so that old keys miss instead of matching wrongly.
@@ -94,3 +96,17 @@ def cache_key(api: Api, body: dict[str, Any], *, namespace: str) -> str | None:
     except TypeError:
         return None
     return f"{api}:{hashlib.sha256(canonical).hexdigest()}"
+
+
+def namespace_of(principal: Principal, mode: str) -> str:
+    """Whose answers a request may read (``mode`` ``tenant``): its team's, else its key's (or user's), else
+    everyone's; ``global`` shares them all."""
+    if mode == "global":
+        return "global"
+    if principal.team_id:
+        return f"team:{principal.team_id}"
+    if principal.key_id:
+        return f"key:{principal.key_id}"
+    if principal.user_id:
+        return f"user:{principal.user_id}"
+    return "global"
