@@ -71,6 +71,7 @@ class RateLimit:
         finally:
             if not decision.degraded and any(limit.tpm for limit in limits):
                 usage = call.usage
-                used = usage.input_tokens + usage.output_tokens if usage is not None else 0
+                # A cached answer used no provider tokens: only its admission estimate is given back.
+                used = usage.input_tokens + usage.output_tokens if usage is not None and not call.cached else 0
                 if used != estimate:
                     self.limiter.charge_nowait(limits, used - estimate)

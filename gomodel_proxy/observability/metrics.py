@@ -63,6 +63,18 @@ class Metrics:
             "gomodel_failovers", "Requests moved to the next target of their failover chain, by reason.",
             ["from_provider", "to_provider", "reason"], registry=r,
         )
+        self.guardrail_decisions = Counter(
+            "gomodel_guardrail_decisions", "Guardrail decisions, by guardrail, stage (input, output) and action "
+            "(block, redact, restore, log, rewrite, clamp).", ["guardrail", "stage", "action"], registry=r,
+        )
+        self.cache_lookups = Counter(
+            "gomodel_cache_lookups", "Response cache lookups, by API and result (hit, semantic_hit, miss, bypass, "
+            "error).", ["api", "result"], registry=r,
+        )
+        self.cache_stores = Counter(
+            "gomodel_cache_stores", "Answers offered to the response cache, by result (stored, too_large, error).",
+            ["result"], registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         #: Collectors read when scraped (the keys' and circuit breakers' state, ``llmclient.metrics``).
         self._collectors: list[Collector] = []
@@ -80,6 +92,15 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def guardrail_decision(self, guardrail: str, stage: str, action: str) -> None:
+        self._child(self.guardrail_decisions, guardrail, stage, action).inc()
+
+    def cache_lookup(self, api: str, result: str) -> None:
+        self._child(self.cache_lookups, api, result).inc()
+
+    def cache_store(self, result: str) -> None:
+        self._child(self.cache_stores, result).inc()
 
     def in_flight_child(self, endpoint: str) -> Any:
         return self._child(self.in_flight, endpoint)

@@ -62,7 +62,7 @@ def create_app(config: Config) -> web.Application:
         metrics=metrics,
         logger=logger,
     )
-    governance = build_governance(config, providers, logger)
+    governance = build_governance(config, providers, logger, metrics)
     metrics.add_collector(GovernanceCollector(governance))
     middlewares: list[Middleware] = [edge_middleware]
     app = web.Application(

@@ -5,7 +5,8 @@ What is built depends on what is configured, so a gateway without it pays nothin
   the admin API hand out keys;
 - the key cache (virtual keys, users, teams, budgets) when there is a master key;
 - the chain (``features.middleware``): ModelAccess when keys exist, RateLimit when a limit can apply,
-  Budget when keys exist and ``features.budgets``; Guardrails and Cache take their places later;
+  Budget when keys exist and ``features.budgets``, Guardrails when ``guardrails.yaml`` has some (and
+  ``features.guardrails``), Cache when ``cache.responses.enabled``;
 - counters in Redis when ``redis.url`` is set (exact across instances), else in this process.
 """
 
@@ -20,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gomodel_proxy.audit.trail import AuditTrail, FileAuditTrail, NoopAuditTrail
 from gomodel_proxy.billing.call_cost import CallPricer
 from gomodel_proxy.billing.ledger import BudgetLedger, BudgetLimit, MemoryLedger, RedisLedger, Seed
 from gomodel_proxy.billing.periods import utcnow
@@ -28,17 +30,22 @@ from gomodel_proxy.billing.usage import new_call_id, usage_row
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.errors import ServiceUnavailableError
 from gomodel_proxy.core.interfaces import Middleware, Provider
-from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.core.types import CallRecord, Principal
 from gomodel_proxy.limits.redis_guard import RedisGuard
 from gomodel_proxy.limits.redis_limiter import RedisRateLimiter
 from gomodel_proxy.limits.token_bucket import MemoryRateLimiter, RateLimiter
 from gomodel_proxy.middleware.auth import Authenticator, ModelAccess
 from gomodel_proxy.middleware.budget import Budget
+from gomodel_proxy.middleware.cache import ResponseCache
 from gomodel_proxy.middleware.chain import Chain
+from gomodel_proxy.middleware.guardrails import Guardrails
 from gomodel_proxy.middleware.ratelimit import RateLimit
+from gomodel_proxy.observability.metrics import Metrics
 
 if TYPE_CHECKING:  # storage (SQLAlchemy), PyJWT: imported where they are built, only when configured
     from gomodel_proxy.billing.usage_writer import UsageWriter
+    from gomodel_proxy.cache.store import AnswerStore
+    from gomodel_proxy.guardrails.guardrail_set import GuardrailSet
     from gomodel_proxy.middleware.jwt_verifier import JWTVerifier
     from gomodel_proxy.middleware.key_cache import KeyCache
     from gomodel_proxy.storage.database import Database
@@ -57,6 +64,9 @@ class Governance:
     limiter: RateLimiter | None = None
     ledger: BudgetLedger | None = None
     writer: UsageWriter | None = None
+    audit: AuditTrail = field(default_factory=NoopAuditTrail)
+    guardrails: GuardrailSet | None = None
+    cache: ResponseCache | None = None
     chain: Chain = field(default_factory=lambda: Chain(()))
     #: The embedded usage store is opened after start-up (see ``build_governance``); records made
     #: meanwhile wait in ``_early``.
@@ -76,6 +86,9 @@ class Governance:
             await self.jwt.start()
         if self.writer is not None:
             await self.writer.start()
+        await self.audit.start()
+        if self.cache is not None:
+            await self.cache.start()
 
     async def close(self) -> None:
         """Drain: every usage record reaches the database or the spool file; the guard (closed last)
@@ -89,6 +102,9 @@ class Governance:
             self.logger.error("usage records lost: the usage store never opened", records=len(self._early))
         if self.writer is not None:
             await self.writer.close()
+        if self.cache is not None:
+            await self.cache.close()
+        await self.audit.close()
         for part in (self.keys, self.jwt, self.limiter, self.ledger, self.guard):  # the guard last
             if part is not None:
                 with contextlib.suppress(Exception):
@@ -139,7 +155,8 @@ class Governance:
             await self.ledger.forget(what.partition(":")[2])
 
 
-def build_governance(config: Config, providers: dict[str, Provider], logger: Any) -> Governance:
+def build_governance(config: Config, providers: dict[str, Provider], logger: Any,
+                     metrics: Metrics | None = None) -> Governance:
     table = PriceTable.from_config(config.pricing)
     install(table)
     gov = Governance(config=config, pricer=CallPricer(providers, table), logger=logger)
@@ -179,10 +196,58 @@ def build_governance(config: Config, providers: dict[str, Provider], logger: Any
             gov.ledger = RedisLedger(gov.guard, seed) if gov.guard is not None else MemoryLedger(seed)
             steps.append(Budget(gov.ledger, gov.keys, gov.pricer,
                                 default_output_tokens=config.budgets.default_output_tokens))
+    metrics = metrics if metrics is not None else Metrics()
+    if features.audit_logging and config.audit.backend == "file":
+        gov.audit = FileAuditTrail(Path(config.audit.path or Path(config.cache.dir) / "audit.jsonl"), logger=logger)
+    if features.middleware and features.guardrails and config.guardrails.specs:
+        gov.guardrails = _guardrails(config, providers, gov.keys, logger)
+        if gov.guardrails:
+            steps.append(Guardrails(gov.guardrails, metrics=metrics, audit=gov.audit, logger=logger))
+    if features.middleware and config.cache.responses.enabled:
+        gov.cache = _response_cache(config, providers, gov, metrics, logger)
+        steps.append(gov.cache)
     gov.chain = Chain(steps)
     if features.usage_tracking and gov.db is not None:
         gov.writer = _usage_writer(config, gov.db, logger)
     return gov
+
+
+def _guardrails(config: Config, providers: dict[str, Provider], keys: KeyCache | None, logger: Any) -> GuardrailSet:
+    from gomodel_proxy.guardrails.guardrail_set import GuardrailSet, build_guardrail  # noqa: PLC0415
+
+    hold_back = config.guardrails.hold_back_chars
+    entries = [(spec, build_guardrail(spec, providers=providers, hold_back=hold_back, logger=logger))
+               for spec in config.guardrails.specs if spec.enabled]
+
+    def names(principal: Principal) -> tuple[str | None, str | None]:
+        if keys is None:
+            return None, None
+        key = keys.keys_by_id.get(principal.key_id or "")
+        team = keys.teams.get(principal.team_id or "")
+        return (key.name if key is not None else None), (team.name if team is not None else None)
+
+    return GuardrailSet(entries, names=names)
+
+
+def _response_cache(config: Config, providers: dict[str, Provider], gov: Governance, metrics: Metrics,
+                    logger: Any) -> ResponseCache:
+    from gomodel_proxy.cache.store import LocalAnswerStore, RedisAnswerStore  # noqa: PLC0415
+
+    settings = config.cache.responses
+    store: AnswerStore
+    if config.cache.backend == "redis":
+        store = RedisAnswerStore(config.redis.url, prefix=f"{config.redis.key_prefix}cache:",
+                                 timeout_s=config.redis.timeout_ms / 1000,
+                                 max_entry_bytes=int(settings.max_entry_kb * 1024))
+    else:
+        snapshot = Path(config.cache.dir) / "responses.cache" if settings.persist else None
+        store = LocalAnswerStore(int(settings.max_mb * 1024 * 1024), snapshot=snapshot)
+    semantic = None
+    if settings.semantic.enabled:
+        from gomodel_proxy.cache.semantic_lookup import SemanticLookup  # noqa: PLC0415
+
+        semantic = SemanticLookup(store, providers[settings.semantic.provider], settings, logger=logger)
+    return ResponseCache(store, settings, metrics=metrics, logger=logger, keys=gov.keys, semantic=semantic)
 
 
 def _usage_writer(config: Config, db: Database, logger: Any) -> UsageWriter:

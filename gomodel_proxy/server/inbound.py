@@ -123,6 +123,6 @@ async def governed(
     chain = request.app[STATE].chain
     if not chain:
         return await handler()
-    ctx = RequestContext(request[CALL], body, size, max_output_tokens(body))
+    ctx = RequestContext(request[CALL], body, size, max_output_tokens(body), request.headers)
     result: R = await chain.run(ctx, lambda _ctx: handler())
     return result

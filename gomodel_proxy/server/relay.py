@@ -15,8 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gomodel_proxy.core.errors import GatewayError, ServiceUnavailableError, UpstreamConnectionError
-from gomodel_proxy.core.interfaces import StreamTap, UpstreamResponse
+from gomodel_proxy.core.errors import (
+    GatewayError,
+    GuardrailBlockedError,
+    ServiceUnavailableError,
+    UpstreamConnectionError,
+)
+from gomodel_proxy.core.interfaces import StreamFilter, StreamTap, UpstreamResponse
 from gomodel_proxy.core.types import CallRecord, Usage
 from gomodel_proxy.server.middlewares import overhead_header
 from gomodel_proxy.server.state import STATE
@@ -118,13 +123,17 @@ async def relay_stream(
         call.first_byte_at = time.perf_counter()
         response.headers["X-GoModel-Overhead-Ms"] = overhead_header(call)
         await response.prepare(request)
-        async for chunk in upstream.chunks():
-            out = tap.feed(chunk)
-            if out:
-                await response.write(out)
-        rest = tap.finish()
-        if rest:
-            await response.write(rest)
+        filters = call.stream_filters
+        if filters:
+            await _relay_filtered(response, upstream, tap, filters[::-1])
+        else:
+            async for chunk in upstream.chunks():
+                out = tap.feed(chunk)
+                if out:
+                    await response.write(out)
+            rest = tap.finish()
+            if rest:
+                await response.write(rest)
         if tap.error is not None:
             call.outcome = "upstream_error"
         elif not tap.complete:
@@ -135,7 +144,7 @@ async def relay_stream(
         await response.write_eof()
     except GatewayError as exc:
         # The status line is gone; the failure becomes the stream's last event, never a fake end.
-        call.outcome = "upstream_error"
+        call.outcome = "guardrail_blocked" if isinstance(exc, GuardrailBlockedError) else "upstream_error"
         await _write_quietly(response, render(exc))
     except ConnectionResetError:
         call.outcome, call.status = "client_disconnected", 499
@@ -154,6 +163,24 @@ async def relay_stream(
             call.outcome = "upstream_error"
         call.usage = tap.usage or _estimate(tap, prompt_bytes)
     return response
+
+
+async def _relay_filtered(response: web.StreamResponse, upstream: UpstreamResponse, tap: StreamTap,
+                          filters: list[StreamFilter]) -> None:
+    """The relay loop with the chain's stream filters after the tap, nearest the provider first."""
+    async for chunk in upstream.chunks():
+        out = tap.feed(chunk)
+        for f in filters:
+            if not out:
+                break
+            out = await f.feed(out)
+        if out:
+            await response.write(out)
+    rest = tap.finish()
+    for f in filters:
+        rest = (await f.feed(rest) if rest else b"") + await f.finish()
+    if rest:
+        await response.write(rest)
 
 
 def error_event(exc: GatewayError) -> bytes:
