@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -55,10 +56,12 @@ def mask_secrets(config: Config) -> dict[str, Any]:
                 else:
                     out[name] = _mask(value) if f.metadata.get("secret") else walk(value)
             return out
-        if isinstance(obj, dict):
+        if isinstance(obj, Mapping):  # dicts, and the read-only mappings of the guardrails' settings
             return {k: walk(v) for k, v in obj.items()}
-        if isinstance(obj, list):
+        if isinstance(obj, (list, tuple)):
             return [walk(v) for v in obj]
+        if isinstance(obj, re.Pattern):  # a regex guardrail's compiled pattern: shown as written
+            return obj.pattern
         return obj
 
     result: dict[str, Any] = walk(config)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,7 +54,9 @@ class FileAuditTrail:
         self.written = 0
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(max_queue)
         self._task: asyncio.Task[None] | None = None
-        self._last_drop_log = 0.0
+        #: The batch being written: close() waits for it rather than cancelling it with the drain task.
+        self._inflight: asyncio.Future[None] | None = None
+        self._last_drop_log = -math.inf
 
     def log_middleware_step(self, entry: Mapping[str, Any]) -> None:
         line = orjson.dumps({"ts": time.time(), **entry}) + b"\n"
@@ -76,6 +79,9 @@ class FileAuditTrail:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._inflight is not None:
+            await self._inflight
+            self._inflight = None
         await self._write_pending()
 
     async def _drain(self) -> None:
@@ -84,7 +90,9 @@ class FileAuditTrail:
             lines = [first]
             while len(lines) < self.batch and not self._queue.empty():
                 lines.append(self._queue.get_nowait())
-            await self._write(lines)
+            # Shielded: cancelling the drain (close) must not drop a batch already taken from the queue.
+            self._inflight = asyncio.ensure_future(self._write(lines))
+            await asyncio.shield(self._inflight)
 
     async def _write_pending(self) -> None:
         lines: list[bytes] = []

@@ -10,6 +10,7 @@ themselves stay in the configured store. An embeddings call that fails is a miss
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -33,7 +34,7 @@ class SemanticLookup:
         self.threshold = settings.semantic.threshold
         self.index = SemanticIndex(settings.semantic.max_entries)
         self.logger = logger
-        self._failed_logged = 0.0
+        self._failed_logged = -math.inf
 
     def _scope(self, api: Api, body: dict[str, Any], principal: Principal) -> str | None:
         return semantic_scope(api, body, namespace_of(principal, self.settings.namespace))

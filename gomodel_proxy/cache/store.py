@@ -27,7 +27,7 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -36,33 +36,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from gomodel_proxy.cache.answer_store import AnswerStore, CacheUnavailableError
 from gomodel_proxy.cache.memory_store import CachedAnswer, MemoryStore
+
+__all__ = ["AnswerStore", "CacheUnavailableError", "LocalAnswerStore", "RedisAnswerStore"]
 
 #: First bytes of every value this module writes; a bump makes old values misses (and deletes them).
 MAGIC = b"GMC1"
 _LENGTH = struct.Struct(">I")
 #: Default bound on a Redis value: larger answers are not shared (they would slow every reader down).
 DEFAULT_MAX_ENTRY_BYTES = 8 * 1024 * 1024
-
-
-class AnswerStore(Protocol):
-    """What the request chain needs of a cache store."""
-
-    async def get(self, key: str) -> CachedAnswer | None:
-        """The live answer stored under ``key``, or ``None``."""
-        ...
-
-    async def put(self, key: str, answer: CachedAnswer) -> None:
-        """Store ``answer`` under ``key`` (replacing any), for ``answer.ttl_s`` from ``answer.stored_at``."""
-        ...
-
-    async def close(self) -> None:
-        """Release the store's resources (and persist what should survive a restart)."""
-        ...
-
-
-class CacheUnavailableError(Exception):
-    """The shared cache could not be reached in time; the request proceeds as if there were no cache."""
 
 
 class LocalAnswerStore:

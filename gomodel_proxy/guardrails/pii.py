@@ -216,11 +216,14 @@ class Redactor:
 
     __slots__ = ("_by_value", "_counters", "_detector", "_mapping")
 
-    def __init__(self, detector: PIIDetector) -> None:
+    def __init__(self, detector: PIIDetector, *, after: Redactor | None = None) -> None:
+        """``after``: the prompt's redactor, when this one redacts the answer: a value the prompt had keeps
+        its placeholder (so restoring gives the user their own value back), a new one is numbered after
+        the prompt's and never restored (it is not in the prompt's mapping)."""
         self._detector = detector
         self._mapping: dict[str, str] = {}
-        self._by_value: dict[tuple[PIIKind, str], str] = {}
-        self._counters: dict[PIIKind, int] = {}
+        self._by_value: dict[tuple[PIIKind, str], str] = dict(after._by_value) if after is not None else {}
+        self._counters: dict[PIIKind, int] = dict(after._counters) if after is not None else {}
 
     def redact(self, text: str) -> tuple[str, list[Finding]]:
         """Text with PII replaced, plus the findings (offsets into the original text)."""

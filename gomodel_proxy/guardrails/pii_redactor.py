@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from gomodel_proxy.core.errors import GuardrailBlockedError
 from gomodel_proxy.guardrails.interface import Action, BaseGuardrail, GuardedRequest, TextFilter
-from gomodel_proxy.guardrails.pii import Finding, PIIDetector, Redactor, StreamRestorer
+from gomodel_proxy.guardrails.pii import Finding, PIIDetector, PIIKind, Redactor, StreamRestorer
 from gomodel_proxy.guardrails.request_text import input_slots
 from gomodel_proxy.guardrails.window import Match, WindowedFilter, chain_filters
 
@@ -70,7 +70,8 @@ class PIIRedactor(BaseGuardrail):
         return chain_filters(filters)
 
     def _output_scan(self, req: GuardedRequest) -> TextFilter:
-        placeholders = Redactor(self.detector)
+        prompt = req.state.get(self.name)
+        placeholders = Redactor(self.detector, after=prompt if isinstance(prompt, Redactor) else None)
         action: Action = "block" if self.action == "block" else ("redact" if self.action == "redact" else "log")
 
         def scan(text: str) -> list[Match]:
@@ -81,8 +82,8 @@ class PIIRedactor(BaseGuardrail):
             if action == "block":
                 raise GuardrailBlockedError(self.name, f"the answer contains personal data ({m.label})", stage="output")
 
-        def scan_redacting(text: str) -> list[Match]:
-            return [Match(f.start, f.end, f.kind, placeholders.placeholder(f.kind, text[f.start:f.end]))
-                    for f in self.detector.find(text)]
+        def replace(m: Match, value: str) -> str:  # issued for final matches only: numbering as if whole
+            return placeholders.placeholder(cast(PIIKind, m.label), value)
 
-        return WindowedFilter(scan_redacting if action == "redact" else scan, on_match, hold_back=self.hold_back)
+        return WindowedFilter(scan, on_match, hold_back=self.hold_back,
+                              replace=replace if action == "redact" else None)

@@ -35,49 +35,68 @@ OnMatch = Callable[[Match], None]
 
 
 class WindowedFilter:
-    """A :class:`~gomodel_proxy.guardrails.interface.TextFilter` from a scanner, see the module docstring."""
+    """A :class:`~gomodel_proxy.guardrails.interface.TextFilter` from a scanner, see the module docstring.
 
-    __slots__ = ("_hold_back", "_on_match", "_pending", "_scan")
+    The scanner also sees up to ``hold_back`` characters of text already let go, as context only (a
+    look-behind, a word boundary), so a stream is scanned as the whole text would be; a match that starts
+    in that context was dealt with before. ``replace`` makes the replacement of a match once it is final
+    (numbered placeholders: a value still arriving must not use up a number); without it a match's own
+    ``replacement`` is used.
+    """
 
-    def __init__(self, scan: Scanner, on_match: OnMatch, *, hold_back: int) -> None:
+    __slots__ = ("_context", "_hold_back", "_on_match", "_pending", "_replace", "_scan")
+
+    def __init__(self, scan: Scanner, on_match: OnMatch, *, hold_back: int,
+                 replace: Callable[[Match, str], str] | None = None) -> None:
         self._scan = scan
         self._on_match = on_match
         self._hold_back = max(0, hold_back)
+        self._replace = replace
         self._pending = ""
+        self._context = ""
 
     def feed(self, text: str) -> str:
-        buf = self._pending + text if self._pending else text
-        cut = len(buf) - self._hold_back
-        if cut <= 0:
-            self._pending = buf
+        pending = self._pending + text if self._pending else text
+        if len(pending) <= self._hold_back:
+            self._pending = pending
             return ""
-        matches = self._scan(buf)
+        context = self._context
+        buf = context + pending if context else pending
+        start = len(context)
+        cut = len(buf) - self._hold_back
+        matches = [m for m in self._scan(buf) if m.start >= start]
         for m in matches:
             if m.start < cut < m.end:
                 cut = m.start
                 break
+        out = self._apply(buf, start, cut, matches)
         self._pending = buf[cut:]
-        return self._apply(buf, cut, matches)
+        self._context = buf[max(0, cut - self._hold_back):cut] if self._hold_back else ""
+        return out
 
     def finish(self) -> str:
-        buf, self._pending = self._pending, ""
-        if not buf:
+        pending, self._pending = self._pending, ""
+        if not pending:
             return ""
-        return self._apply(buf, len(buf), self._scan(buf))
+        context, self._context = self._context, ""
+        buf = context + pending
+        start = len(context)
+        return self._apply(buf, start, len(buf), [m for m in self._scan(buf) if m.start >= start])
 
-    def _apply(self, buf: str, cut: int, matches: list[Match]) -> str:
+    def _apply(self, buf: str, start: int, cut: int, matches: list[Match]) -> str:
         parts: list[str] = []
-        pos = 0
+        pos = start
         for m in matches:
             if m.end > cut:
                 break
             self._on_match(m)
-            if m.replacement is not None:
+            replacement = self._replace(m, buf[m.start:m.end]) if self._replace is not None else m.replacement
+            if replacement is not None:
                 parts.append(buf[pos:m.start])
-                parts.append(m.replacement)
+                parts.append(replacement)
                 pos = m.end
         if not parts:
-            return buf[:cut]
+            return buf[start:cut]
         parts.append(buf[pos:cut])
         return "".join(parts)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gomodel_proxy.cache.answer_store import AnswerStore, CacheUnavailableError
 from gomodel_proxy.cache.memory_store import CachedAnswer
 from gomodel_proxy.cache.replay import adapt_chat_stream, body_to_stream, stream_to_body
 from gomodel_proxy.cache.request_key import Api, cache_key, namespace_of
-from gomodel_proxy.cache.store import AnswerStore, CacheUnavailableError
 from gomodel_proxy.config.schema import ResponseCacheConfig
 from gomodel_proxy.core.interfaces import Handler, RequestContext
 from gomodel_proxy.core.types import CallRecord, Principal, Usage
@@ -112,7 +113,7 @@ class ResponseCache:
         self.max_entry = int(config.max_entry_kb * 1024)
         self._wall = wall
         self._writes: set[asyncio.Task[None]] = set()
-        self._down_logged = 0.0
+        self._down_logged = -math.inf
 
     async def start(self) -> None:
         start = getattr(self.store, "start", None)  # a local store loads its snapshot

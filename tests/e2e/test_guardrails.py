@@ -298,3 +298,58 @@ async def test_concurrent_requests_keep_their_own_placeholders(
     results = await asyncio.gather(*[client.chat.completions.create(
         model="up/m", messages=[{"role": "user", "content": f"I am {e}"}]) for e in emails])
     assert [r.choices[0].message.content for r in results] == [f"Hello {e}" for e in emails]
+
+
+async def test_moderation_backend_through_a_configured_provider(
+    make_gateway: Any, mock_upstream: MockUpstream, tmp_path: Path
+) -> None:
+    """content-filter with ``backend: moderation`` asks the provider's /v1/moderations (OpenAI's shape) and
+    blocks at the threshold; the answer is reviewed whole too."""
+    gateway = await guarded(make_gateway, mock_upstream, tmp_path, """
+guardrails:
+  - name: content-filter
+    priority: 1
+    config: {block_categories: [violence], backend: moderation, provider: up, thresholds: {violence: 0.7}}
+""")
+
+    def verdict(score: float) -> Scenario:
+        return Scenario(body=json.dumps({"id": "modr-1", "model": "omni-moderation-latest", "results": [{
+            "flagged": score >= 0.5, "categories": {"violence": score >= 0.5},
+            "category_scores": {"violence": score, "hate": 0.01}}]}).encode())
+
+    mock_upstream.on("omni-moderation-latest", verdict(0.93))
+    mock_upstream.on("m", chat_json("ok"))
+    client = gateway.async_openai()
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model="up/m", messages=[{"role": "user", "content": "a threat"}])
+    assert "content-filter" in str(caught.value) and "violence" in str(caught.value)
+    moderation = mock_upstream.requests_for("omni-moderation-latest")[0]
+    assert moderation.path == "/v1/moderations" and moderation.json["input"] == ["a threat"]
+    assert mock_upstream.requests_for("m") == []
+    mock_upstream.on("omni-moderation-latest", verdict(0.2))  # below the threshold: passes, answer reviewed
+    result = await client.chat.completions.create(model="up/m", messages=[{"role": "user", "content": "hello"}])
+    assert result.choices[0].message.content == "ok"
+    assert len(mock_upstream.requests_for("omni-moderation-latest")) == 3  # prompt, prompt, answer
+    mock_upstream.fail("omni-moderation-latest", 500, {"error": {"message": "down"}})
+    with pytest.raises(openai.APIStatusError) as down:  # fail closed, saying why
+        await client.chat.completions.create(model="up/m", messages=[{"role": "user", "content": "hello"}])
+    assert down.value.status_code == 503 and "content-filter" in str(down.value)
+
+
+async def test_an_answer_with_a_secret_is_refused_whole_and_decisions_reach_the_audit_file(
+    make_gateway: Any, mock_upstream: MockUpstream, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    gateway = await guarded(make_gateway, mock_upstream, tmp_path, REGEX, extra={
+        "features": {"audit_logging": True}, "audit": {"backend": "file", "path": str(audit)}})
+    mock_upstream.on("m", chat_json(f"the key is {AWS_KEY}"))
+    client = gateway.async_openai()
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model="up/m", messages=[{"role": "user", "content": "TICKET-4242?"}],
+                                             extra_headers={"X-Request-ID": "audit-1"})
+    assert "answer was blocked" in str(caught.value) and AWS_KEY not in str(caught.value)
+    await gateway.server.close()  # drains the audit trail
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    mine = [(e["guardrail"], e["stage"], e["action"]) for e in entries if e["request_id"] == "audit-1"]
+    assert mine == [("secrets", "input", "redact"), ("secrets", "output", "block")]
+    assert AWS_KEY not in audit.read_text() and "TICKET-4242" not in audit.read_text()

@@ -259,3 +259,20 @@ async def test_semantic_cache_answers_a_reworded_prompt(
     assert calls  # the embedder was asked
     metrics = await gateway.metrics_text()
     assert 'gomodel_cache_lookups_total{api="chat",result="semantic_hit"} 1.0' in metrics
+
+
+async def test_a_persisted_local_cache_is_warm_after_a_restart(
+    make_gateway: Any, mock_upstream: MockUpstream, tmp_path: Any
+) -> None:
+    shared = str(tmp_path / "shared-cache")
+    first = await make_gateway(upstream=mock_upstream, cache={"dir": shared, **cache_extra(persist=True)})
+    mock_upstream.on("m", chat_json("Paris."))
+    raw = await first.async_openai().chat.completions.with_raw_response.create(model="up/m", messages=MESSAGES)
+    assert raw.headers["X-GoModel-Cache"] == "MISS"
+    await first.close_clients()
+    await first.server.close()  # shutdown saves the snapshot
+    second = await make_gateway(upstream=mock_upstream, cache={"dir": shared, **cache_extra(persist=True)})
+    raw = await second.async_openai().chat.completions.with_raw_response.create(model="up/m", messages=MESSAGES)
+    assert raw.headers["X-GoModel-Cache"] == "HIT"
+    assert raw.parse().choices[0].message.content == "Paris."
+    assert len(mock_upstream.requests_for("m")) == 1

@@ -204,3 +204,20 @@ def test_check_config_shows_service_urls_without_their_passwords() -> None:
     assert masked["redis"]["url"] == "redis://:***@cache:6379/0"
     assert masked["rate_limits"]["global"]["rpm"] == 50 and "global_" not in masked["rate_limits"]
     assert "s3cret-pw" not in str(masked)
+
+
+def test_check_config_shows_the_guardrails_file_as_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "guardrails.yaml").write_text("""\
+guardrails:
+  - name: secrets
+    type: regex
+    priority: 3
+    config: {patterns: [{name: aws-key, pattern: "AKIA[0-9A-Z]{16}", action: block}]}
+""", encoding="utf-8")
+    path = tmp_path / "config.yaml"
+    path.write_text("server: {port: 8080}\n", encoding="utf-8")
+    code, out, _ = run_cli(["check-config", "--config", str(path)], capsys)
+    assert code == 0
+    spec = orjson.loads(out)["guardrails"]["specs"][0]
+    assert spec["name"] == "secrets" and spec["kind"] == "regex" and spec["priority"] == 3
+    assert spec["config"]["patterns"] == [{"name": "aws-key", "pattern": "AKIA[0-9A-Z]{16}", "action": "block"}]

@@ -257,7 +257,8 @@ def test_null_where_a_value_is_required(tmp_path: Path) -> None:
         ("providers:\n  up:\n    type: opnai\n", "providers.up.type",
          "'opnai' is not accepted; expected one of 'openai', 'groq', 'xai', 'openrouter', 'openai_compatible', "
          "'anthropic', 'gemini', 'azure', 'mock' (did you mean 'openai'?)"),
-        ("cache:\n  backend: memcached\n", "cache.backend", "'memcached' is not accepted; expected one of 'local', 'redis'"),
+        ("cache:\n  backend: memcached\n", "cache.backend",
+         "'memcached' is not accepted; expected one of 'local', 'redis'"),
         ("credentials:\n  source: vault\n", "credentials.source", "'vault' is not accepted; expected one of 'env'"),
     ],
 )
