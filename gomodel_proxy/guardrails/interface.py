@@ -27,6 +27,10 @@ from gomodel_proxy.core.types import Principal
 GuardrailKind = Literal["pii-redactor", "token-limiter", "system-prompt", "content-filter", "regex"]
 KNOWN_KINDS: tuple[GuardrailKind, ...] = ("pii-redactor", "token-limiter", "system-prompt", "content-filter", "regex")
 
+#: Prompt characters a guardrail scans on the event loop; a larger prompt is scanned in a worker thread
+#: (pattern work is about 1-2 ms per 16 KB: other requests should not wait behind a 1 MB prompt).
+INLINE_CHARS = 16_384
+
 #: The client-facing APIs guardrails run on (never pass-through).
 GuardedApi = Literal["chat", "responses", "messages"]
 Stage = Literal["input", "output"]

@@ -117,7 +117,7 @@ class PIIDetector:
         found: list[Finding] = []
         kinds = self._kinds
         if "email" in kinds and "@" in text:
-            found.extend(Finding("email", m.start(), m.end()) for m in _EMAIL_RE.finditer(text))
+            found.extend(self._emails(text))
         if "ssn" in kinds:
             found.extend(
                 Finding("ssn", m.start(), m.end())
@@ -131,8 +131,30 @@ class PIIDetector:
         if "ip" in kinds:
             found.extend(self._ips(text))
         if "phone" in kinds:
-            found.extend(self._phones(text))
+            found.extend(self._phones(text, found))
         return _resolve_overlaps(found)
+
+    @staticmethod
+    def _emails(text: str) -> Iterable[Finding]:
+        """The regex run only around each ``@`` (a local part is at most 64 characters, a domain 253): on
+        prose it would otherwise try every word as the start of an address (~45 us per 1.4 KB)."""
+        ranges: list[list[int]] = []
+        at = text.find("@")
+        while at != -1:
+            lo, hi = max(0, at - 65), min(len(text), at + 256)
+            if ranges and lo <= ranges[-1][1]:
+                ranges[-1][1] = hi
+            else:
+                ranges.append([lo, hi])
+            at = text.find("@", at + 1)
+        for lo, hi in ranges:
+            # ``pos`` keeps the look-behind's view of the text before it; ``endpos`` the end checks' after it
+            # only at the true end of the text, so a window is widened to a character that ends the domain.
+            end = hi
+            while end < len(text) and (text[end].isalnum() or text[end] in "-."):
+                end += 1
+            for m in _EMAIL_RE.finditer(text, lo, min(len(text), end + 1)):
+                yield Finding("email", m.start(), m.end())
 
     @staticmethod
     def _cards(text: str) -> Iterable[Finding]:
@@ -173,11 +195,15 @@ class PIIDetector:
                     continue
                 yield Finding("ip", m.start(), m.end())
 
-    def _phones(self, text: str) -> Iterable[Finding]:
+    def _phones(self, text: str, taken: list[Finding]) -> Iterable[Finding]:
+        """``taken``: what the checksummed kinds found; a digit run inside one of them (a card number) is not
+        handed to libphonenumber, whose search inside a long digit run costs ~150 us and would lose anyway."""
         seen: dict[str, list[tuple[int, int]]] = {}  # per call only: no PII cached across requests
         for m in _PHONE_WINDOW_RE.finditer(text):
             span = m.group()
             if len(_NON_DIGIT_RE.sub("", span)) < 7 or _DATE_RE.fullmatch(span):
+                continue
+            if taken and any(f.start <= m.start() and m.end() <= f.end for f in taken):
                 continue
             # One character of context each side lets libphonenumber apply its own "not glued to a word" checks.
             lo, hi = max(0, m.start() - 1), min(len(text), m.end() + 1)

@@ -8,13 +8,14 @@ Errors and decisions name the pattern, never the text it matched.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from gomodel_proxy.core.errors import GuardrailBlockedError
-from gomodel_proxy.guardrails.interface import BaseGuardrail, GuardedRequest, Stage, TextFilter
-from gomodel_proxy.guardrails.request_text import input_slots
+from gomodel_proxy.guardrails.interface import INLINE_CHARS, BaseGuardrail, GuardedRequest, Stage, TextFilter
+from gomodel_proxy.guardrails.request_text import TextSlot, input_slots
 from gomodel_proxy.guardrails.window import Match, WindowedFilter
 
 
@@ -53,7 +54,14 @@ class RegexFilter(BaseGuardrail):
             raise GuardrailBlockedError(self.name, f"the {what} matches pattern '{m.label}'", stage=stage)
 
     async def process_input(self, req: GuardedRequest) -> None:
-        for slot in input_slots(req.api, req.body):
+        slots = input_slots(req.api, req.body)
+        if sum(len(slot.get()) for slot in slots) > INLINE_CHARS:  # large prompts: off the event loop
+            await asyncio.to_thread(self._scan_input, req, slots)
+        else:
+            self._scan_input(req, slots)
+
+    def _scan_input(self, req: GuardedRequest, slots: list[TextSlot]) -> None:
+        for slot in slots:
             text = slot.get()
             matches = self.scan(text)
             if not matches:

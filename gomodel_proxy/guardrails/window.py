@@ -26,6 +26,8 @@ class Match:
     end: int
     label: str
     replacement: str | None = None
+    #: Which filter found it, when several share one window (``merge_windows``).
+    owner: int = 0
 
 
 #: Finds the matches in a text, sorted by ``start`` and not overlapping.
@@ -47,7 +49,7 @@ class WindowedFilter:
     __slots__ = ("_context", "_hold_back", "_on_match", "_pending", "_replace", "_scan")
 
     def __init__(self, scan: Scanner, on_match: OnMatch, *, hold_back: int,
-                 replace: Callable[[Match, str], str] | None = None) -> None:
+                 replace: Callable[[Match, str], str | None] | None = None) -> None:
         self._scan = scan
         self._on_match = on_match
         self._hold_back = max(0, hold_back)
@@ -99,6 +101,43 @@ class WindowedFilter:
             return buf[start:cut]
         parts.append(buf[pos:cut])
         return "".join(parts)
+
+
+def merge_windows(windows: list[WindowedFilter]) -> WindowedFilter:
+    """One window for several pattern filters: their held-back text would otherwise add up (two guardrails
+    of 64 characters each would hold 128). Each filter scans the same text; where their matches overlap the
+    earlier (then longer) one wins, and it is handled by the filter that found it."""
+    if len(windows) == 1:
+        return windows[0]
+
+    def scan(text: str) -> list[Match]:
+        found = [Match(m.start, m.end, m.label, m.replacement, owner)
+                 for owner, w in enumerate(windows) for m in w._scan(text)]
+        if len(found) < 2:
+            return found
+        found.sort(key=lambda m: (m.start, -m.end))
+        kept = [found[0]]
+        for m in found[1:]:
+            if m.start >= kept[-1].end:
+                kept.append(m)
+        return kept
+
+    def on_match(m: Match) -> None:
+        windows[m.owner]._on_match(m)
+
+    def replace(m: Match, value: str) -> str | None:
+        own = windows[m.owner]._replace
+        return own(m, value) if own is not None else m.replacement
+
+    return WindowedFilter(scan, on_match, hold_back=max(w._hold_back for w in windows), replace=replace)
+
+
+def flatten(filters: list[TextFilter]) -> list[TextFilter]:
+    """Chained filters as their parts, in order."""
+    out: list[TextFilter] = []
+    for f in filters:
+        out.extend(f._filters if isinstance(f, _Chained) else (f,))
+    return out
 
 
 class _Chained:

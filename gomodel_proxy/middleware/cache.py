@@ -153,6 +153,8 @@ class ResponseCache:
                     self.metrics.cache_lookup(api, kind)
                     return hit
             self.metrics.cache_lookup(api, kind if kind == "error" else "miss")
+        else:
+            self.metrics.cache_lookup(api, "bypass")  # no-cache: not read, the fresh answer stored
         _say(call, "MISS")
         capture: _Capture | None = None
         if stream and control.write:

@@ -23,7 +23,7 @@ from gomodel_proxy.core.interfaces import Handler, RequestContext
 from gomodel_proxy.guardrails.answer_text import AnswerStreamEditor, edit_answer_body
 from gomodel_proxy.guardrails.guardrail_set import GuardrailSet
 from gomodel_proxy.guardrails.interface import BaseGuardrail, GuardedApi, GuardedRequest, Guardrail, TextFilter
-from gomodel_proxy.guardrails.window import chain_filters
+from gomodel_proxy.guardrails.window import WindowedFilter, chain_filters, flatten, merge_windows
 from gomodel_proxy.observability.metrics import Metrics
 
 #: The endpoints guarded, and the API each one speaks.
@@ -89,7 +89,13 @@ class Guardrails:
         reviewers = [g for g in active if type(g).review_output is not BaseGuardrail.review_output]
 
         def make() -> TextFilter:
-            return chain_filters([f for g in active if (f := g.process_output(req)) is not None]) or _PassThrough()
+            # The pattern filters share one hold-back window (theirs would add up), ahead of the others
+            # (restoring placeholders), which then see text no pattern holds any more.
+            filters = flatten([f for g in active if (f := g.process_output(req)) is not None])
+            windows = [f for f in filters if isinstance(f, WindowedFilter)]
+            if len(windows) > 1:
+                filters = [merge_windows(windows), *(f for f in filters if not isinstance(f, WindowedFilter))]
+            return chain_filters(filters) or _PassThrough()
 
         edits = not isinstance(make(), _PassThrough)
         call = ctx.call

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from typing import Any
 
 import pytest
@@ -69,18 +68,15 @@ def test_degenerate_vectors_and_dimensions() -> None:
         SemanticIndex(0)
 
 
-def test_nearest_speed_at_a_thousand_entries_of_1536_dims() -> None:
-    """A guard against a slow path sneaking in (the pure-Python dot product is ~25-50 µs per entry)."""
+def test_nearest_among_a_thousand_entries_of_1536_dims() -> None:
+    """The right neighbour among many (its cost is measured by the benchmark, not here)."""
     rng = random.Random(7)
     index = SemanticIndex(1000)
     vectors = [[rng.gauss(0, 1) for _ in range(1536)] for _ in range(1000)]
     for n, vector in enumerate(vectors):
         index.add("s", vector, f"k{n}")
-    started = time.perf_counter()
     found = index.nearest("s", [v + 0.01 for v in vectors[500]], 0.95)
-    elapsed = time.perf_counter() - started
     assert found is not None and found[0] == "k500"
-    assert elapsed < 1.0
 
 
 # -- scope and text ------------------------------------------------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gomodel_proxy.guardrails import pii
 from gomodel_proxy.guardrails.pii import (
     ALL_KINDS,
     Finding,
@@ -221,21 +223,23 @@ def test_stream_without_mapping_passes_through() -> None:
     assert restorer.finish() == ""
 
 
-def test_detection_of_100kb_is_fast() -> None:
+def test_detection_of_100kb_finds_every_item() -> None:
     chunk = (
         "Hi team, order #100234 shipped on 2024-01-15 at 12:30:45 (v1.2.3, ISBN 978-0-306-40615-7). "
         "Contact jane.doe@example.com or +1 (415) 555-2671; server 10.0.0.12 logged it. "
         "Card 4111 1111 1111 1111 was charged. "
     )
     prose = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore. "
-    text = ((chunk + prose * 3) * 300)[:100_000]
-    DETECTOR.find(text)  # warm libphonenumber's lazily loaded metadata
-    best = min(_timed(text) for _ in range(3))
-    # Measured ~30 ms locally; the bound is loose so a slow CI box does not flake, yet catches a quadratic blow-up.
-    assert best < 0.5
+    copies = 100_000 // len(chunk + prose * 3)
+    text = (chunk + prose * 3) * copies
+    kinds = [f.kind for f in DETECTOR.find(text)]
+    assert kinds == ["email", "phone", "ip", "credit_card"] * copies  # its cost is in the benchmark
 
 
-def _timed(text: str) -> float:
-    start = time.perf_counter()
-    assert DETECTOR.find(text)
-    return time.perf_counter() - start
+@given(st.lists(st.sampled_from(["a", "b.c", "@", "x@y.io", " ", "-", ".", "_", "é", "jane.doe", "@example.com",
+                                 "q" * 70, "ex-ample.org", "+tag", "\n", "9", ".co", "m"]), max_size=40))
+@settings(max_examples=400, deadline=None)
+def test_emails_found_around_each_at_sign_equal_the_whole_text_scan(parts: list[str]) -> None:
+    text = "".join(parts)
+    whole = [(m.start(), m.end()) for m in pii._EMAIL_RE.finditer(text)]
+    assert [(f.start, f.end) for f in PIIDetector._emails(text)] == whole

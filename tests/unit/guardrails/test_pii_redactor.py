@@ -3,16 +3,21 @@ and put back in the answer; decisions and errors name kinds and counts, never th
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import re
+import threading
 from typing import Any
 
 import pytest
 
 from gomodel_proxy.core.errors import GuardrailBlockedError
 from gomodel_proxy.core.types import Principal
+from gomodel_proxy.guardrails import interface
 from gomodel_proxy.guardrails.interface import Decision, GuardedApi, GuardedRequest
 from gomodel_proxy.guardrails.pii import ALL_KINDS, Redactor, StreamRestorer
 from gomodel_proxy.guardrails.pii_redactor import PIIRedactor
+from gomodel_proxy.guardrails.regex_filter import RegexFilter
 
 EMAIL = "jane.doe@example.com"
 EMAIL2 = "j.smith@corp.example.org"
@@ -313,3 +318,29 @@ async def test_scan_output_numbers_placeholders_the_same_streamed_or_whole() -> 
 
 def whole_text(answer: str) -> str:
     return answer.replace("bob@example.org", "[EMAIL_1]")
+
+
+async def test_a_large_prompt_is_scanned_in_a_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    real = PIIRedactor._scan_input
+
+    def spy(self: PIIRedactor, req: GuardedRequest, slots: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(self, req, slots)
+
+    monkeypatch.setattr(PIIRedactor, "_scan_input", spy)
+    big = "lorem ipsum dolor sit amet " * (interface.INLINE_CHARS // 20) + f" write to {EMAIL}"
+    body = {"model": "m", "messages": [{"role": "user", "content": big}]}
+    req = request("chat", body)
+    await redactor().process_input(req)
+    assert EMAIL not in body["messages"][0]["content"] and "[EMAIL_1]" in body["messages"][0]["content"]
+    small = request("chat", {"model": "m", "messages": [{"role": "user", "content": f"hi {EMAIL}"}]})
+    await redactor().process_input(small)
+    assert threads[0] != threading.main_thread().name and threads[1] == threading.main_thread().name
+    # The regex guardrail does the same, and still refuses from the thread.
+    guard = RegexFilter("secrets", 1, {"patterns": [{"name": "k", "pattern": re.compile("AKIA[0-9A-Z]{16}"),
+                                                      "action": "block"}]}, hold_back=16)
+    with pytest.raises(GuardrailBlockedError):
+        await guard.process_input(request("chat", {"model": "m", "messages": [
+            {"role": "user", "content": big + " AKIAIOSFODNN7EXAMPLE"}]}))
+    assert asyncio.get_running_loop().is_running()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gomodel_proxy.core.errors import GuardrailBlockedError
 from gomodel_proxy.guardrails.interface import TextFilter
-from gomodel_proxy.guardrails.window import Match, WindowedFilter, chain_filters
+from gomodel_proxy.guardrails.window import Match, WindowedFilter, chain_filters, flatten, merge_windows
 
 AWS_KEY = re.compile(r"AKIA[0-9A-Z]{16}")  # 20 characters
 OPENAI_KEY = re.compile(r"sk-[a-z0-9]{20}")  # 23 characters
@@ -262,3 +262,54 @@ def test_two_windows_chained_redact_a_key_split_across_feeds() -> None:
     at = TEXT.index(KEY) + 5
     out = chained.feed(TEXT[:at]) + chained.feed(TEXT[at:]) + chained.finish()
     assert out == EXPECTED.replace("[aws]", "[tag]")
+
+
+def test_merged_windows_hold_back_once_and_each_filter_handles_its_own_matches() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def window(name: str, pattern: str, hold_back: int, numbered: bool) -> WindowedFilter:
+        compiled = re.compile(pattern)
+        counter = itertools.count(1)
+
+        def scan(text: str) -> list[Match]:
+            return [Match(m.start(), m.end(), name, None if numbered else f"[{name}]") for m in compiled.finditer(text)]
+
+        def replace(m: Match, value: str) -> str:
+            return f"[{name}_{next(counter)}]"
+
+        return WindowedFilter(scan, lambda m: seen.append((name, m.label)), hold_back=hold_back,
+                              replace=replace if numbered else None)
+
+    def both() -> WindowedFilter:
+        return merge_windows([window("key", r"AKIA[0-9A-Z]{16}", 24, False), window("ticket", r"T-\d{4,}", 8, True)])
+
+    text = "see T-12345 and AKIAIOSFODNN7EXAMPLE, then T-99999 twice T-99999; done."
+    expected = "see [ticket_1] and [key], then [ticket_2] twice [ticket_3]; done."
+    merged = both()
+    assert merged.feed(text) + merged.finish() == expected
+    for cut in range(1, len(text)):  # any split: the same text, one window of the larger hold-back
+        f = both()
+        assert f.feed(text[:cut]) + f.feed(text[cut:]) + f.finish() == expected
+    f = both()
+    assert f.feed("x" * 30) == "x" * 6  # held back: 24 (the larger), not 24 + 8
+    assert seen.count(("key", "key")) == len(text)
+    single = window("key", "K", 4, False)
+    assert merge_windows([single]) is single
+
+
+def test_overlapping_matches_of_merged_windows_go_to_the_earlier_then_longer() -> None:
+    def fixed(name: str, pattern: str) -> WindowedFilter:
+        compiled = re.compile(pattern)
+        return WindowedFilter(lambda t: [Match(m.start(), m.end(), name, f"<{name}>") for m in compiled.finditer(t)],
+                              lambda m: None, hold_back=0)
+
+    merged = merge_windows([fixed("short", "abc"), fixed("long", "abcdef"), fixed("later", "def")])
+    assert merged.feed("xabcdefx") + merged.finish() == "x<long>x"
+
+
+def test_flatten_opens_chains() -> None:
+    log: list[str] = []
+    a, b, c = Recorder("a", log), Recorder("b", log), Recorder("c", log)
+    chained = chain_filters([a, b])
+    assert chained is not None
+    assert flatten([chained, c]) == [a, b, c]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from gomodel_proxy.config.schema import CircuitBreakerConfig, KeyConfig, RetryConfig
@@ -153,12 +151,9 @@ async def test_breaker_opens_then_fails_fast_without_network() -> None:
     assert client.breaker.state == OPEN
     sent = len(http.sent)
     clock.advance(1.5)
-    started = time.perf_counter()
     with pytest.raises(CircuitOpenError) as caught:
         await client.request(b"POST", b"/x", b"", BODY)
-    elapsed = time.perf_counter() - started
-    assert len(http.sent) == sent  # no network
-    assert elapsed < 0.005, elapsed  # microseconds in practice; generous bound for a loaded machine
+    assert len(http.sent) == sent  # no network: refused at once
     error = caught.value
     assert error.status == 503 and error.code == "circuit_open" and "'up'" in error.message
     assert error.headers == {"retry-after": "4"}  # 3.5 s of cooldown left, rounded up
