@@ -84,12 +84,25 @@ def _ssn_ok(area: str, group: str, serial: str) -> bool:
 
 
 def _card_prefix_ok(digits: str) -> bool:
-    """Issuer prefixes in use (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay): rejects 1/7/8/9/0-led
-    timestamps and ISBNs that happen to pass Luhn (1 in 10 do)."""
+    """Issuer prefixes in use with their lengths (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay,
+    Maestro): rejects timestamps, ids and ISBNs that happen to pass Luhn (1 in 10 do) -- a 13-digit
+    millisecond timestamp led by 2 or 3 is not a card."""
+    n = len(digits)
     first = digits[0]
-    if first in "3456":
-        return True
-    return first == "2" and 2221 <= int(digits[:4]) <= 2720
+    if first == "4":  # Visa
+        return n in (13, 16, 19)
+    if first == "2":  # Mastercard's 2-series
+        return n == 16 and 2221 <= int(digits[:4]) <= 2720
+    if first == "3":  # Amex 34/37 (15), Diners 30/36/38/39 (14-19), JCB 35 (16-19)
+        two = digits[:2]
+        if two in ("34", "37"):
+            return n == 15
+        return (two in ("30", "36", "38", "39") and 14 <= n <= 19) or (two == "35" and 16 <= n <= 19)
+    if first == "5":  # Mastercard 51-55 (16), Maestro 50/56-59 (12-19)
+        return n == 16 if "51" <= digits[:2] <= "55" else 12 <= n <= 19
+    if first == "6":  # Discover, UnionPay, Maestro
+        return 12 <= n <= 19
+    return False
 
 
 def iban_ok(compact: str) -> bool:
@@ -201,7 +214,10 @@ class PIIDetector:
         seen: dict[str, list[tuple[int, int]]] = {}  # per call only: no PII cached across requests
         for m in _PHONE_WINDOW_RE.finditer(text):
             span = m.group()
-            if len(_NON_DIGIT_RE.sub("", span)) < 7 or _DATE_RE.fullmatch(span):
+            digits = len(_NON_DIGIT_RE.sub("", span))
+            if digits < 7 or _DATE_RE.fullmatch(span):
+                continue
+            if digits > 11 and span.isdigit():  # a bare run of 12+ digits: an id, a timestamp, not a phone
                 continue
             if taken and any(f.start <= m.start() and m.end() <= f.end for f in taken):
                 continue

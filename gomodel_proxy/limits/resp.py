@@ -108,3 +108,54 @@ class RespConnection:
         if writer is not None:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+class RespPipeline:
+    """One connection shared by many coroutines: what they ask while a round trip is out is written
+    together in the next, and each reply goes back to its caller. Reconnects on the next call after a
+    failure; a failure fails the calls of its round trip (``ConnectionError``, ``TimeoutError``)."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.connection = RespConnection(url, timeout_s)
+        self.timeout_s = timeout_s
+        self._queue: list[tuple[Sequence[bytes | str | int], asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def call(self, *args: bytes | str | int) -> Any:
+        """The reply to one command (a ``RespError`` reply is returned, not raised)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((args, future))
+        if self._sender is None or self._sender.done():
+            self._sender = loop.create_task(self._send())
+        async with asyncio.timeout(self.timeout_s * 2):  # queued behind a round trip, then its own
+            return await future
+
+    async def _send(self) -> None:
+        connection = self.connection
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                if not connection.connected:
+                    await connection.connect()
+                replies = await connection.roundtrip([command for command, _ in batch])
+            except (OSError, TimeoutError) as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, TimeoutError) else ConnectionError(str(exc)))
+                continue
+            except BaseException:
+                for _, future in batch:
+                    future.cancel()
+                raise
+            for (_, future), reply in zip(batch, replies, strict=True):
+                if not future.done():
+                    future.set_result(reply)
+
+    async def close(self) -> None:
+        sender, self._sender = self._sender, None
+        if sender is not None and not sender.done():
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+        self.connection.close()

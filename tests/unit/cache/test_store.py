@@ -350,7 +350,7 @@ async def test_redis_refusing_writes_is_unavailable(redis_store: RedisAnswerStor
                                                     redis_key_prefix: str) -> None:
     """An error answer from Redis other than WRONGTYPE (here: a bad argument) is unavailability, not a crash."""
     bad = answer(stored_at=time.time())
-    with pytest.raises(CacheUnavailableError, match="ResponseError"):
-        await redis_store._call(raw_redis.set(redis_key_prefix + "x", "v", px=-5))
+    with pytest.raises(CacheUnavailableError, match="RespError: ERR invalid expire time"):
+        await redis_store._call("SET", redis_key_prefix + "x", "v", "PX", -5)
     await redis_store.put("fine", bad)
     assert await redis_store.get("fine") is not None

@@ -243,3 +243,25 @@ def test_emails_found_around_each_at_sign_equal_the_whole_text_scan(parts: list[
     text = "".join(parts)
     whole = [(m.start(), m.end()) for m in pii._EMAIL_RE.finditer(text)]
     assert [(f.start, f.end) for f in PIIDetector._emails(text)] == whole
+
+
+@pytest.mark.parametrize("text", ["t=2516279484789 n=1996;", "order 176429760012345 shipped", "ts 1764297600123"])
+def test_long_bare_digit_runs_are_ids_not_phone_numbers(text: str) -> None:
+    assert DETECTOR.find(text) == []
+
+
+@pytest.mark.parametrize("phone", ["14155552671", "+442079460958", "+44 20 7946 0958", "(415) 555-2671"])
+def test_phone_numbers_written_as_people_write_them_are_still_found(phone: str) -> None:
+    assert [f.kind for f in DETECTOR.find(f"call {phone} today")] == ["phone"]
+
+
+@pytest.mark.parametrize("card", ["4111 1111 1111 1111", "5555 5555 5555 4444", "3782 822463 10005",
+                                  "6011 1111 1111 1117", "3530 1113 3330 0000", "2223 0031 2200 3222",
+                                  "4222222222222", "3056 9309 0259 04"])
+def test_every_networks_test_card_is_found(card: str) -> None:
+    assert [f.kind for f in DETECTOR.find(f"card {card} ok")] == ["credit_card"]
+
+
+@pytest.mark.parametrize("number", ["2516279484789", "3000000000004", "5105105105105", "37828224631000"])
+def test_luhn_valid_numbers_of_a_length_no_network_issues_are_not_cards(number: str) -> None:
+    assert "credit_card" not in [f.kind for f in DETECTOR.find(f"id {number} ok")]

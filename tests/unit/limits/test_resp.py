@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from gomodel_proxy.limits.resp import RespConnection, RespError, encode
+from gomodel_proxy.limits.resp import RespConnection, RespError, RespPipeline, encode
 
 
 def test_encode_writes_an_array_of_bulk_strings() -> None:
@@ -83,3 +84,73 @@ async def test_a_peer_that_hangs_up_or_stays_silent_breaks_the_connection(
         with pytest.raises(error):
             await conn.roundtrip([("PING",)])
         assert not conn.connected  # a half-read connection is never reused
+
+
+async def test_a_pipeline_batches_concurrent_callers_and_routes_each_reply(redis_url: str,
+                                                                           redis_key_prefix: str) -> None:
+    pipeline = RespPipeline(redis_url, 1.0)
+    try:
+        keys = [f"{redis_key_prefix}p{i}" for i in range(50)]
+        assert await asyncio.gather(*[pipeline.call("SET", k, f"v{i}") for i, k in enumerate(keys)]) == [b"OK"] * 50
+        writes: list[int] = []
+        real = pipeline.connection.roundtrip
+
+        async def counting(commands: Any) -> list[Any]:
+            writes.append(len(commands))
+            return await real(commands)
+
+        pipeline.connection.roundtrip = counting  # type: ignore[method-assign]
+        replies = await asyncio.gather(*[pipeline.call("GET", k) for k in keys], pipeline.call("LPUSH", keys[0], 1))
+        assert replies[:50] == [f"v{i}".encode() for i in range(50)]
+        assert isinstance(replies[50], RespError) and "WRONGTYPE" in str(replies[50])  # returned, not raised
+        assert sum(writes) == 51 and len(writes) < 51  # round trips shared
+        await pipeline.call("DEL", *keys)
+    finally:
+        await pipeline.close()
+    assert not pipeline.connection.connected
+
+
+async def test_a_pipeline_fails_the_calls_of_a_broken_round_trip_then_reconnects(
+    fake_redis: Callable[[Serve], Awaitable[int]], redis_url: str
+) -> None:
+    async def hang_up(data: bytes) -> None:
+        return None
+
+    broken = RespPipeline(f"redis://127.0.0.1:{await fake_redis(hang_up)}/0", 0.3)
+    results = await asyncio.gather(broken.call("PING"), broken.call("PING"), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    await broken.close()
+    closed = RespPipeline("redis://127.0.0.1:1/0", 0.3)  # nothing listens on port 1
+    with pytest.raises(ConnectionError):
+        await closed.call("PING")
+    await closed.close()
+    pipeline = RespPipeline(redis_url, 1.0)
+    assert await pipeline.call("PING") == b"PONG"
+    pipeline.connection.close()  # lost between calls: the next call reconnects
+    assert await pipeline.call("PING") == b"PONG"
+    await pipeline.close()
+
+
+async def test_a_silent_redis_times_the_caller_out(fake_redis: Callable[[Serve], Awaitable[int]]) -> None:
+    async def silent(data: bytes) -> None:
+        await asyncio.sleep(2)
+
+    pipeline = RespPipeline(f"redis://127.0.0.1:{await fake_redis(silent)}/0", 0.2)
+    with pytest.raises(TimeoutError):
+        await pipeline.call("PING")
+    await pipeline.close()
+
+
+async def test_closing_a_pipeline_mid_round_trip_cancels_its_callers(
+    fake_redis: Callable[[Serve], Awaitable[int]]
+) -> None:
+    async def silent(data: bytes) -> None:
+        await asyncio.sleep(2)
+
+    pipeline = RespPipeline(f"redis://127.0.0.1:{await fake_redis(silent)}/0", 1.0)
+    caller = asyncio.create_task(pipeline.call("PING"))
+    await asyncio.sleep(0.05)
+    await pipeline.close()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert not pipeline.connection.connected
