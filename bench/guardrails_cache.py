@@ -709,8 +709,8 @@ def print_table(results: dict[str, Any]) -> None:
     print("  PIIDetector.find in-process (us, p50/p99): " + "; ".join(
         f"{x['label']}: {x['p50_us']:.1f}/{x['p99_us']:.1f}" for x in results["pii_detector_cpu"].values()))
     print("  hb0-off: the guardrails' own work per chunk (pii + regex scanning the answer, nothing held back);")
-    print("  hb64-hb0: the hold-back windows, a delay by design (text waits until 64 more characters came, per "
-          "output-scanning guardrail);")
+    print("  hb64-hb0: the hold-back window, a delay by design (text waits until 64 more characters came; the "
+          "pattern guardrails share one window);")
     print("  CPU /ch: difference of gateway CPU per stream / chunks (it includes the guardrails' per-request work)")
 
     c = results["cache"]
