@@ -132,8 +132,35 @@ class ProviderConfig:
 
 
 @dataclass(slots=True)
+class VaultConfig:
+    """HashiCorp Vault's KV v2: one secret per provider at ``<mount>/data/<path>/<provider>`` whose keys
+    ``api_key`` / ``api_keys`` (a list, or comma-separated) are the provider's keys."""
+
+    url: str = "http://127.0.0.1:8200"
+    mount: str = "secret"
+    path: str = "gomodel/providers"
+    #: A token, or an AppRole (``role_id`` + ``secret_id``) to log in with.
+    token: str = field(default="", metadata={"secret": True})
+    role_id: str = ""
+    secret_id: str = field(default="", metadata={"secret": True})
+    #: Vault Enterprise namespace ("": none).
+    namespace: str = ""
+    timeout_s: float = field(default=5.0, metadata={"min": 0.1})
+
+
+@dataclass(slots=True)
 class CredentialsConfig:
-    source: Literal["env"] = "env"
+    """Where providers' keys come from (``CredentialStore.get_provider_keys``); reloaded on SIGHUP, by
+    ``POST /admin/credentials/reload`` and every ``reload_s``: a rotated key is used by the next request."""
+
+    source: Literal["env", "file", "postgres", "vault"] = "env"
+    #: ``file``: a YAML file ``providers: {name: {api_key: ..., api_keys: [...]}}`` (relative: to the config).
+    file: str = ""
+    #: ``postgres``: keys encrypted at rest with this secret (AES-GCM, key derived with scrypt); required.
+    master_secret: str = field(default="", metadata={"secret": True})
+    vault: VaultConfig = field(default_factory=VaultConfig)
+    #: How often the store is read again (0: only on SIGHUP and the admin endpoint).
+    reload_s: float = field(default=30.0, metadata={"min": 0})
 
 
 @dataclass(slots=True)
@@ -297,11 +324,36 @@ class UsageConfig:
 
 @dataclass(slots=True)
 class AuditConfig:
-    """Where decisions about requests (guardrails, cache) are kept when ``features.audit_logging`` is on."""
+    """Who sent what, when, to which model, and what came back (``features.audit_logging``).
 
-    backend: Literal["noop", "file"] = "noop"
-    #: ``file``: the JSON-lines file ("": ``audit.jsonl`` in ``cache.dir``).
+    Entries are queued in memory and written by background tasks in batches; a sink that is slow or down
+    makes them spill to files in ``spill_dir`` (replayed when it is back); nothing waits on it.
+    """
+
+    backend: Literal["noop", "file", "postgres", "mongodb", "elasticsearch", "datadog"] = "noop"
+    #: ``file``: the JSON-lines file ("": ``audit.jsonl`` in ``cache.dir``), rotated by size and by age.
     path: str = ""
+    max_file_mb: float = field(default=100.0, metadata={"min": 0.01})
+    rotate_s: float = field(default=86_400.0, metadata={"min": 1})
+    keep_files: int = field(default=7, metadata={"min": 1, "max": 10_000})
+    #: Where the sink is: ``postgres`` ("": ``database.url``), ``mongodb`` (``mongodb://...``),
+    #: ``elasticsearch`` (``http://host:9200``), ``datadog`` (the logs intake, default Datadog US1's).
+    url: str = field(default="", metadata={"secret": True, "mask": "url"})
+    #: ``datadog``: the API key; ``elasticsearch``: an API key (``Authorization: ApiKey ...``), optional.
+    api_key: str = field(default="", metadata={"secret": True})
+    #: The table (postgres), collection (mongodb), index (elasticsearch) or service (datadog) written to.
+    index: str = "gomodel_audit"
+    #: Request and response bodies in the entries (off: only what describes the request), each cut at
+    #: ``max_body_kb``; a streamed answer is reassembled from what passed, without delaying it.
+    include_bodies: bool = False
+    max_body_kb: float = field(default=64.0, metadata={"min": 1})
+    queue_size: int = field(default=10_000, metadata={"min": 10, "max": 10_000_000})
+    batch_size: int = field(default=500, metadata={"min": 1, "max": 100_000})
+    flush_interval_ms: float = field(default=200.0, metadata={"min": 1})
+    #: Where entries wait while the sink is slow or down ("": ``cache.dir``).
+    spill_dir: str = ""
+    #: The longest a batch may take to write before the sink counts as slow (its entries then spill).
+    timeout_s: float = field(default=5.0, metadata={"min": 0.01})
 
 
 @dataclass(slots=True)
@@ -363,6 +415,37 @@ class PricingConfig:
 
 
 @dataclass(slots=True)
+class TracingConfig:
+    """OpenTelemetry traces (a span per request and per provider attempt, GenAI semantic conventions),
+    exported over OTLP/HTTP; W3C trace context taken from the client and passed on to providers."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = "otlp"
+    #: OTLP/HTTP traces endpoint (a collector, or the Datadog Agent's OTLP receiver).
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    headers: dict[str, str] = field(default_factory=dict, metadata={"secret": True})
+    service_name: str = "gomodel-proxy"
+    sample_ratio: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})
+
+
+@dataclass(slots=True)
+class DogStatsDConfig:
+    """Metrics to a Datadog Agent over DogStatsD (UDP), besides ``/metrics``."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = field(default=8125, metadata={"min": 1, "max": 65535})
+    prefix: str = "gomodel"
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ObservabilityConfig:
+    tracing: TracingConfig = field(default_factory=TracingConfig)
+    dogstatsd: DogStatsDConfig = field(default_factory=DogStatsDConfig)
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -377,6 +460,7 @@ class Config:
     usage: UsageConfig = field(default_factory=UsageConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     guardrails: GuardrailsConfig = field(default_factory=GuardrailsConfig)
+    observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     #: Aliases (``fast: groq/llama-3.3-70b-versatile``) and virtual models (``{strategy, targets}``).
     models: dict[str, str | VirtualModelConfig] = field(default_factory=dict)
     #: The failover chains' file when ``features.failover`` is on; relative to this file's folder.

@@ -83,6 +83,20 @@ class FailoverStep:
     reason: str
 
 
+@dataclass(slots=True, frozen=True)
+class Attempt:
+    """One send of a request to a provider (a retry, another key, a failover target are attempts of
+    their own): who was asked, with which key (its fingerprint only), and how it ended."""
+
+    provider: str
+    key: str
+    started: float
+    ended: float
+    status: int = 0
+    #: Why it failed without an answer (``connection``, ``timeout``, ``circuit_open``); "": it was answered.
+    error: str = ""
+
+
 PrincipalKind = Literal["anonymous", "master", "key", "jwt"]
 
 
@@ -140,6 +154,11 @@ class CallRecord:
     billable: bool = False
     #: Answered from the response cache: no provider was called, so it costs nothing.
     cached: bool = False
+    #: The provider sends made for it (``core.context.note_attempt``); ``None``: none yet.
+    attempts: list[Attempt] | None = None
+    #: What the chain's steps decided (``guardrails``: decisions, ``cache``: hit / miss / bypass), for the
+    #: audit trail; ``None``: nothing.
+    notes: dict[str, Any] | None = None
     #: What a streamed answer passes through on its way to the client, besides its tap (output
     #: guardrails, the cache's recorder): ``core.interfaces.StreamFilter`` objects, the last added
     #: (the step nearest the provider) first; ``None``: none.

@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gomodel_proxy.config.schema import CircuitBreakerConfig, RetryConfig
+from gomodel_proxy.core.context import note_attempt
 from gomodel_proxy.core.errors import GatewayError, UpstreamConnectionError, UpstreamTimeoutError
+from gomodel_proxy.core.types import Attempt
 from gomodel_proxy.httpclient import HttpClient, RequestBody, Response, encode_headers
 from gomodel_proxy.llmclient.breaker import STATE_NAMES, CircuitBreaker
 from gomodel_proxy.llmclient.keyring import Key, Keyring
@@ -69,6 +71,10 @@ class LLMClient:
         #: Requests refused at once because the provider's breaker was open.
         self.fast_failures = 0
 
+    def _attempt(self, key: Key, started: float, *, status: int = 0, error: str = "") -> None:
+        """The send just made, on the request being answered (its audit entry and trace read it)."""
+        note_attempt(Attempt(self.name, key.fingerprint, started, time.perf_counter(), status, error))
+
     @property
     def pool(self) -> Any:
         return self.http.pool
@@ -103,9 +109,11 @@ class LLMClient:
             except GatewayError:
                 breaker.abandoned()
                 raise
+            started = time.perf_counter()
             try:
                 response = await http.request(method, path, headers, body, key.header)
             except (UpstreamConnectionError, UpstreamTimeoutError) as exc:
+                self._attempt(key, started, error="timeout" if isinstance(exc, UpstreamTimeoutError) else "connection")
                 attempt += 1
                 if not await self._after_exception(exc, key, attempt):
                     raise
@@ -115,6 +123,7 @@ class LLMClient:
                 key.breaker.abandoned()
                 raise
             status = response.status
+            self._attempt(key, started, status=status)
             if status < 400:
                 if breaker.streak or breaker.state:
                     breaker.success()
@@ -183,9 +192,11 @@ class LLMClient:
         except GatewayError:
             breaker.abandoned()
             raise
+        started = time.perf_counter()
         try:
             response = await self.http.request(method, path, headers, body, key.header)
         except (UpstreamConnectionError, UpstreamTimeoutError) as exc:
+            self._attempt(key, started, error="timeout" if isinstance(exc, UpstreamTimeoutError) else "connection")
             await self._after_exception(exc, key, self.retry.max_attempts)
             raise
         except BaseException:
@@ -193,6 +204,7 @@ class LLMClient:
             key.breaker.abandoned()
             raise
         status = response.status
+        self._attempt(key, started, status=status)
         now = self.clock()
         if status >= 500:
             breaker.failure(now)

@@ -210,6 +210,7 @@ class ResponseCache:
         call.usage = _usage(usage_meta) if usage_meta else None
         call.cost = Decimal(0)
         call.first_byte_at = time.perf_counter()
+        _note(call, "hit")
         headers = {"X-GoModel-Cache": "HIT", "X-GoModel-Provider": call.provider, "X-GoModel-Model": call.model,
                    "Age": str(max(0, int(self._wall() - found.stored_at)))}
         if call.headers:
@@ -288,6 +289,14 @@ def _usage(meta: Mapping[str, Any]) -> Usage:
 
 def _say(call: CallRecord, state: str) -> None:
     call.headers = {**call.headers, "X-GoModel-Cache": state} if call.headers else {"X-GoModel-Cache": state}
+    _note(call, state.lower())
+
+
+def _note(call: CallRecord, state: str) -> None:
+    if call.notes is None:
+        call.notes = {"cache": state}
+    else:
+        call.notes["cache"] = state
 
 
 def _include_usage(body: Mapping[str, Any]) -> bool:

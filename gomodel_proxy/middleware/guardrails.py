@@ -129,6 +129,10 @@ class Guardrails:
     def _record(self, req: GuardedRequest, ctx: RequestContext) -> None:
         call = ctx.call
         principal = call.principal
+        notes = call.notes if call.notes is not None else {}
+        notes["guardrails"] = [{"guardrail": d.guardrail, "stage": d.stage, "action": d.action, "detail": d.detail}
+                               for d in req.decisions]
+        call.notes = notes
         for d in req.decisions:
             self.metrics.guardrail_decision(d.guardrail, d.stage, d.action)
             self.audit.log_middleware_step({

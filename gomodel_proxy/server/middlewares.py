@@ -10,6 +10,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gomodel_proxy.core.context import CURRENT_CALL
 from gomodel_proxy.core.errors import (
     GatewayError,
     MethodNotAllowedError,
@@ -37,6 +38,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request_id = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(12).hex()
     call = CallRecord(request_id=request_id, endpoint="other")
     request[CALL] = call
+    CURRENT_CALL.set(call)  # this request's task (and what it awaits) sees its record
     response: web.StreamResponse | None = None
     try:
         try:

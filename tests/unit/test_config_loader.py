@@ -259,7 +259,8 @@ def test_null_where_a_value_is_required(tmp_path: Path) -> None:
          "'anthropic', 'gemini', 'azure', 'mock' (did you mean 'openai'?)"),
         ("cache:\n  backend: memcached\n", "cache.backend",
          "'memcached' is not accepted; expected one of 'local', 'redis'"),
-        ("credentials:\n  source: vault\n", "credentials.source", "'vault' is not accepted; expected one of 'env'"),
+        ("credentials:\n  source: keychain\n", "credentials.source",
+         "'keychain' is not accepted; expected one of 'env', 'file', 'postgres', 'vault'"),
     ],
 )
 def test_bad_literal_values(tmp_path: Path, text: str, key: str, message: str) -> None:
