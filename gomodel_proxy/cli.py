@@ -1,4 +1,5 @@
-"""Command line: ``gomodel-proxy [--config PATH] [--host H] [--port P] [--workers N]``, ``check-config``."""
+"""Command line: ``gomodel-proxy [--config PATH] [--host H] [--port P] [--workers N]``, ``check-config``,
+``reload [--pid-file F | --pid N]`` (SIGHUP to the running gateway: it reloads its configuration)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,16 @@ DEFAULT_CONFIG = "conf/config.yaml"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gomodel-proxy", description="A fast, lean AI gateway.")
-    parser.add_argument("command", nargs="?", choices=["serve", "check-config"], default="serve",
-                        help="serve (default) or check-config: validate and print the resolved configuration")
+    parser.add_argument("command", nargs="?", choices=["serve", "check-config", "reload"], default="serve",
+                        help="serve (default); check-config: validate and print the resolved configuration; "
+                        "reload: make the running gateway reload its configuration (SIGHUP)")
     parser.add_argument("--config", help=f"configuration file (default: $GOMODEL_CONFIG or {DEFAULT_CONFIG})")
     parser.add_argument("--host", help="address to listen on (overrides server.host)")
     parser.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
     parser.add_argument("--workers", type=int, help="worker processes sharing the port (overrides server.workers)")
+    parser.add_argument("--pid-file", help="serve: where to write the process id; reload: where to read it "
+                        "(default: <cache.dir>/gomodel.pid)")
+    parser.add_argument("--pid", type=int, help="reload: the process to signal (instead of the pid file)")
     parser.add_argument("--version", action="version", version=f"gomodel-proxy {__version__}")
     return parser
 
@@ -89,6 +94,8 @@ def _mask(value: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = _parser().parse_args(argv)
+    if args.command == "reload":
+        return _reload(args)
     try:
         config = load_config(_config_path(args.config))
     except ConfigError as exc:
@@ -105,7 +112,48 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port or config.server.port,
         workers=args.workers or config.server.workers,
         started=started,
+        pid_file=args.pid_file,
     )
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """Send SIGHUP to the running gateway; it logs the outcome (``POST /admin/reload`` answers with it)."""
+    import signal  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from gomodel_proxy.server.pidfile import default_pid_file, read_pid_file  # noqa: PLC0415
+
+    pid = args.pid
+    if pid is None:
+        if args.pid_file:
+            pid_file = Path(args.pid_file)
+        else:
+            try:
+                pid_file = default_pid_file(load_config(_config_path(args.config)))
+            except ConfigError as exc:
+                print(f"gomodel-proxy: cannot find the pid file (cache.dir) in an invalid configuration: {exc}\n"
+                      "pass --pid-file or --pid", file=sys.stderr)
+                return 2
+        try:
+            pid = read_pid_file(pid_file)
+        except FileNotFoundError:
+            print(f"gomodel-proxy: {pid_file}: no pid file; is the gateway running (with this cache.dir)? "
+                  "pass --pid-file or --pid", file=sys.stderr)
+            return 1
+        except (OSError, ValueError) as exc:
+            print(f"gomodel-proxy: {exc}", file=sys.stderr)
+            return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"gomodel-proxy: no process {pid}: the gateway is not running (a stale pid file?)", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"gomodel-proxy: not allowed to signal process {pid}; run as the gateway's user", file=sys.stderr)
+        return 1
+    print(f"gomodel-proxy: sent SIGHUP to {pid}: it reloads its configuration and logs the outcome "
+          "(POST /admin/reload answers with it)")
     return 0
 
 

@@ -512,6 +512,115 @@ PATHS: dict[str, Any] = {
 }
 
 
+# -- credentials (gomodel_proxy.admin.credentials_routes) ---------------------------------------------
+SCHEMAS["CredentialsProvider"] = {
+    "type": "object",
+    "properties": {
+        "provider": {"type": "string"},
+        "keys": {"type": "integer", "description": "How many keys the provider sends with now."},
+        "fingerprints": {"type": "array", "items": {"type": "string"},
+                         "description": "First 8 hex digits of each key's SHA-256 (never the keys)."},
+        "added": {"type": "array", "items": {"type": "string"}},
+        "removed": {"type": "array", "items": {"type": "string"}},
+        "error": {"type": ["string", "null"], "description": "Why the reload failed (the keys were kept)."},
+    },
+    "required": ["provider", "keys", "fingerprints", "added", "removed", "error"],
+}
+SCHEMAS["CredentialsReload"] = _obj({
+    "object": {"type": "string", "const": "credentials_reload"},
+    "source": {"type": "string", "enum": ["env", "file", "postgres", "vault"]},
+    "ok": {"type": "boolean"},
+    "providers": {"type": "array", "items": {"$ref": "#/components/schemas/CredentialsProvider"}},
+})
+PATHS["/admin/credentials/reload"] = {
+    "post": _op(
+        "reloadCredentials",
+        "Read providers' keys from the credential store again; the next request uses them.",
+        {"200": _json("CredentialsReload", "Each provider's key fingerprints after the reload."), **_errors()},
+    ),
+}
+
+# -- configuration reload (gomodel_proxy.admin.reload_routes) -------------------------------------------
+#: ``POST /admin/reload``: served by every gateway (no database needed), not by ``admin.routes``.
+SCHEMAS["ReloadResult"] = {
+    "type": "object",
+    "required": ["status", "trigger", "changed", "needs_restart", "problems"],
+    "properties": {
+        "status": {"type": "string", "enum": ["applied", "unchanged", "refused"]},
+        "trigger": {"type": "string"},
+        "changed": {"type": "array", "items": {"type": "string"}, "description": "Keys applied live."},
+        "needs_restart": {"type": "array", "items": {"type": "string"},
+                          "description": "Keys that changed but need a restart (ignored until then)."},
+        "problems": {"type": "array", "items": {"type": "string"},
+                     "description": "Why the files were refused, each with its file:line:col."},
+        "credentials": {"type": "string", "description": "The providers' keys: reloaded, or failed: <why>."},
+        "error": {"type": "object", "description": "When refused: the problems, in OpenAI's error shape."},
+    },
+}
+PATHS["/admin/reload"] = {
+    "post": _op(
+        "reloadConfig",
+        "Reload the configuration, the failover and the guardrails files (as SIGHUP does). Aliases, virtual "
+        "models, failover chains, guardrails, rate limits, cache TTLs and the log level change live; other keys "
+        "are listed as needing a restart. A file with a problem is refused and the running configuration kept.",
+        {
+            "200": _json("ReloadResult", "Applied (or nothing to apply)."),
+            "422": _json("ReloadResult", "Refused: the problems; nothing changed."),
+            **_errors(),
+        },
+    ),
+}
+
+# -- audit trail (gomodel_proxy.admin.audit_routes) -----------------------------------------------------
+SCHEMAS["AuditQuery"] = _obj(
+    {
+        "start": {**_DAY_OR_TIME, "description": "Entries from this time on (inclusive)."},
+        "end": {**_DAY_OR_TIME, "description": "Entries before this time (exclusive)."},
+        "key_id": _text(64, min_length=1),
+        "model": {**_text(255, min_length=1), "description": "The model asked for, or the model that answered."},
+        "status": {"type": "integer", "minimum": 0, "maximum": 999},
+        "kind": {"type": "string", "enum": ["request", "attempt", "step", "response"]},
+        "request_id": _text(128, min_length=1),
+        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+        "cursor": {"type": "string", "maxLength": 512, "pattern": "^[A-Za-z0-9_-]*$",
+                   "description": "The previous page's next_cursor."},
+    },
+    [],
+)
+SCHEMAS["AuditEntry"] = {
+    "type": "object",
+    "description": "One entry (kind request, attempt, step or response); secrets are never in it.",
+    "required": ["id", "kind", "ts", "time"],
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"type": "string"},
+        "ts": {"type": "number", "description": "Epoch seconds."},
+        "time": {"type": "string"},
+        "request_id": {"type": ["string", "null"]},
+        "key_id": {"type": ["string", "null"]},
+        "model_requested": {"type": ["string", "null"]},
+        "model": {"type": ["string", "null"]},
+        "provider": {"type": ["string", "null"]},
+        "status": {"type": ["integer", "null"]},
+    },
+}
+SCHEMAS["AuditList"] = _obj({
+    "object": {"type": "string", "const": "list"},
+    "data": {"type": "array", "items": _ref("AuditEntry")},
+    "limit": {"type": "integer"},
+    "has_more": {"type": "boolean"},
+    "next_cursor": {"type": ["string", "null"]},
+})
+PATHS["/admin/audit"] = {
+    "get": _op(
+        "auditEntries",
+        "The audit trail (file or postgres store), newest first, a page at a time (cursor).",
+        {"200": _json("AuditList", "The entries."), **_errors(400, 404)},
+        parameters=query_parameters("AuditQuery"),
+    ),
+}
+
+
 def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
 

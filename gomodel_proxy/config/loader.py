@@ -83,6 +83,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     problems += _check_pricing(config, builder, raw, Path(path).parent if path is not None else Path.cwd())
     problems += _check_governance(config, builder, raw)
     problems += _check_cache(config, builder, raw)
+    problems += _check_credentials(config, builder, raw, Path(path).parent if path is not None else Path.cwd())
     if config.features.failover and path is not None:
         folder = Path(path).parent
         failover_path = folder / (config.failover_file or "failover.yaml")
@@ -96,6 +97,48 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         raise ConfigError(problems)
     return config
 
+
+def _check_credentials(config: Config, builder: _Builder, raw: Mapping[str, Any], folder: Path) -> list[str]:
+    """``credentials``: what its ``source`` needs (a file, a master secret and a PostgreSQL database, a Vault
+    token or AppRole). ``credentials.file`` is stored resolved (relative to the configuration's folder)."""
+    creds = config.credentials
+    section = raw.get("credentials") if isinstance(raw.get("credentials"), Mapping) else None
+    vault_node = section.get("vault") if section is not None and isinstance(section.get("vault"), Mapping) else None
+
+    def at(key: str) -> str:
+        path = f"credentials.{key}"
+        parent, name = (vault_node, key[6:]) if key.startswith("vault.") else (section, key)
+        if parent is None or name not in parent:
+            parent, name = section, "source"
+        return f"{builder.where(parent, name, path)}: {path}"
+
+    problems: list[str] = []
+    if creds.source == "file":
+        if not creds.file:
+            problems.append(f"{at('file')}: required for credentials.source: file; set it to the YAML file of "
+                            "providers' keys (providers: {<name>: {api_key: ...}}), relative to this file")
+        elif "credentials.file" not in builder.bad_paths:
+            file = Path(creds.file)
+            creds.file = str(file if file.is_absolute() else folder / file)
+            if not Path(creds.file).is_file():
+                problems.append(f"{at('file')}: {creds.file} not found; create it or fix the path")
+    elif creds.source == "postgres":
+        if not creds.master_secret:
+            problems.append(f"{at('master_secret')}: required for credentials.source: postgres (the keys are "
+                            "encrypted with it); set it, e.g. master_secret: ${GOMODEL_CREDENTIALS_SECRET}")
+        if not config.database.url.startswith("postgresql"):
+            problems.append(f"{at('source')}: postgres keeps the keys in the database: set database.url to "
+                            "postgresql+asyncpg://user:password@host:5432/dbname")
+    elif creds.source == "vault":
+        vault = creds.vault
+        if not vault.token and not (vault.role_id and vault.secret_id):
+            missing = "secret_id" if vault.role_id else "role_id" if vault.secret_id else "token"
+            problems.append(f"{at('vault.' + missing)}: credentials.source: vault needs vault.token, or vault.role_id "
+                            "and vault.secret_id (an AppRole); set them (e.g. token: ${VAULT_TOKEN})")
+        if not re.match(r"^https?://[^/\s]+", vault.url):
+            problems.append(f"{at('vault.url')}: '{vault.url}' is not an http(s) URL; write it as "
+                            "https://vault.example.com:8200")
+    return problems
 
 def _check_cache(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> list[str]:
     """The response cache's backend and semantic provider exist."""

@@ -97,6 +97,41 @@ class Attempt:
     error: str = ""
 
 
+@dataclass(slots=True)
+class TraceContext:
+    """W3C trace context of one request, decided when it arrives (``observability.tracing``): the ids of its
+    span, its parent's (the client's span, when it sent a ``traceparent``) and whether it is sampled."""
+
+    trace_id: int
+    span_id: int
+    #: The client's span (from its ``traceparent``); 0: the request starts the trace.
+    parent_span_id: int = 0
+    sampled: bool = True
+    #: The client's ``tracestate``, passed on unchanged.
+    tracestate: str = ""
+    #: The header lines for the provider (``traceparent``, ``tracestate``), built once.
+    _header: bytes = b""
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{'01' if self.sampled else '00'}"
+
+    def outgoing(self, headers: bytes) -> bytes:
+        """``headers`` (``Name: value\r\n`` lines) for a provider: any trace context in them (a pass-through
+        of the client's) replaced by this request's."""
+        if not self._header:
+            line = b"traceparent: " + self.traceparent.encode("ascii") + b"\r\n"
+            if self.tracestate:
+                line += b"tracestate: " + self.tracestate.encode("latin-1") + b"\r\n"
+            self._header = line
+        if b"trace" in headers.lower():
+            headers = b"".join(
+                line for line in headers.splitlines(keepends=True)
+                if line.partition(b":")[0].strip().lower() not in (b"traceparent", b"tracestate")
+            )
+        return headers + self._header
+
+
 PrincipalKind = Literal["anonymous", "master", "key", "jwt"]
 
 
@@ -163,6 +198,14 @@ class CallRecord:
     #: guardrails, the cache's recorder): ``core.interfaces.StreamFilter`` objects, the last added
     #: (the step nearest the provider) first; ``None``: none.
     stream_filters: list[Any] | None = None
+    #: The bodies kept for the audit trail (``audit.capture.Bodies``), only when ``audit.include_bodies``;
+    #: ``None``: none kept.
+    audit: Any = None
+    #: The request's place in a distributed trace (``observability.tracing``); ``None``: tracing is off.
+    trace: TraceContext | None = None
+    #: The ``code`` of the gateway error that answered it (``rate_limit_exceeded``, ``budget_exceeded``,
+    #: ...); "": none. Set by the edge, read by the metrics.
+    error_code: str = ""
 
     @property
     def latency_s(self) -> float:

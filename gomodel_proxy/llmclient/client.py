@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gomodel_proxy.config.schema import CircuitBreakerConfig, RetryConfig
-from gomodel_proxy.core.context import note_attempt
+from gomodel_proxy.core.context import CURRENT_CALL, note_attempt
 from gomodel_proxy.core.errors import GatewayError, UpstreamConnectionError, UpstreamTimeoutError
 from gomodel_proxy.core.types import Attempt
 from gomodel_proxy.httpclient import HttpClient, RequestBody, Response, encode_headers
@@ -93,6 +93,9 @@ class LLMClient:
         """
         if not isinstance(headers, bytes):
             headers = encode_headers(headers)
+        call = CURRENT_CALL.get()
+        if call is not None and call.trace is not None:  # tracing on: the provider continues the trace
+            headers = call.trace.outgoing(headers)
         if body is not None and not isinstance(body, bytes):
             return await self._request_once(method, path, headers, body)
         keyring = self.keyring

@@ -165,6 +165,10 @@ class Keyring:
         self.clock = clock
         self.logger = logger
         self.weighted = strategy == "weighted"
+        #: Kept for ``replace_keys`` (keys loaded again from a credential store).
+        self.scheme = scheme
+        self.breaker_config = breaker
+        self.on_breaker_transition = on_breaker_transition
         now = clock()
         keys: list[Key] = []
         for entry in entries:
@@ -335,3 +339,72 @@ class Keyring:
     def note(self, key: Key) -> None:
         """Remember ``key`` as the one that answered this request (for ``charge_usage``)."""
         _TPM_KEY.set(key)
+
+    # -- a new key set (credentials reloaded) -----------------------------------------------------------
+    def replace_keys(self, entries: Sequence[str | KeyConfig]) -> KeyChange:
+        """Use ``entries`` from the next request on; what changed, by fingerprint.
+
+        A key already here keeps its object and so its state (breaker, rest, revocation, counters, its
+        RPM/TPM buckets when their limits are unchanged); a new key starts fresh; a key no longer listed
+        leaves the rotation, and a request holding it finishes with it (its lease is the ``Key`` object).
+        No entries at all: the provider becomes keyless, as when built without keys.
+        """
+        now = self.clock()
+        old = {k.header: k for k in self.keys}
+        hook = self.keys[0].breaker.on_transition if self.keys else self.on_breaker_transition
+        keys: list[Key] = []
+        seen: set[bytes] = set()
+        added: list[str] = []
+        kept: list[str] = []
+        for entry in entries:
+            spec = entry if isinstance(entry, KeyConfig) else KeyConfig(key=entry)
+            if not spec.key:
+                continue
+            header = encode_headers([(self.scheme.header, self.scheme.prefix + spec.key)])
+            if header in seen:
+                continue
+            seen.add(header)
+            key = old.get(header)
+            if key is None:
+                fp = fingerprint(spec.key)
+                key = Key(
+                    self, header, fp, spec.weight,
+                    CircuitBreaker(self.breaker_config or CircuitBreakerConfig(enabled=False), provider=self.name,
+                                   key=fp, on_transition=hook),
+                    rpm=TokenBucket(spec.rpm, now) if spec.rpm else None,
+                    tpm=TokenBucket(spec.tpm, now) if spec.tpm else None,
+                )
+                added.append(fp)
+            else:
+                key.weight = spec.weight
+                if (key.rpm.capacity if key.rpm else 0) != spec.rpm:
+                    key.rpm = TokenBucket(spec.rpm, now) if spec.rpm else None
+                if (key.tpm.capacity if key.tpm else 0) != spec.tpm:
+                    key.tpm = TokenBucket(spec.tpm, now) if spec.tpm else None
+                key.plain = key.rpm is None and key.tpm is None
+                kept.append(key.fingerprint)
+            keys.append(key)
+        if not keys:
+            keyless = next((k for k in self.keys if k.keyless), None)
+            if keyless is None:
+                keyless = Key(self, b"", "", 1.0, CircuitBreaker(CircuitBreakerConfig(enabled=False)), keyless=True)
+                keyless.breaker.on_transition = hook
+            keys.append(keyless)
+        removed = [k.fingerprint for k in self.keys if k.header not in seen and not k.keyless]
+        self.keys = keys
+        self.tracks_tokens = any(k.tpm is not None for k in keys)
+        self._cursor = self._cursor % len(keys)
+        return KeyChange(added=added, kept=kept, removed=removed)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """What ``Keyring.replace_keys`` changed, by fingerprint (never the keys)."""
+
+    added: list[str]
+    kept: list[str]
+    removed: list[str]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)

@@ -6,6 +6,9 @@
 - ``gomodel_limiter_degraded``: requests answered by ``redis.on_failure`` because Redis was unreachable;
   ``gomodel_limiter_redis_up`` 0 while Redis is resting after a failure.
 - ``gomodel_virtual_keys``: live virtual keys held in memory.
+- ``gomodel_audit_entries{state}``: audit entries ``written`` to the sink, ``spilled`` to the local file while
+  it was slow or down, ``replayed`` from it, ``dropped`` (a full queue; never silently); ``gomodel_audit_queue``
+  finished requests waiting to become entries.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ class GovernanceCollector(Collector):
                                       value=float(guard.degraded))
             yield GaugeMetricFamily("gomodel_limiter_redis_up", "0 while Redis is resting after a failure.",
                                     value=1.0 if guard.available else 0.0)
+        stats = getattr(gov.audit, "stats", None)
+        if stats is not None:
+            counts = stats()
+            entries = CounterMetricFamily("gomodel_audit_entries", "Audit entries by what became of them.",
+                                          labels=["state"])
+            for state in ("written", "spilled", "replayed", "dropped"):
+                entries.add_metric([state], float(counts.get(state, 0)))
+            yield entries
+            yield GaugeMetricFamily("gomodel_audit_queue", "Finished requests waiting to become audit entries.",
+                                    value=float(counts.get("queued", 0)))
         keys = gov.keys
         if keys is not None:
             yield GaugeMetricFamily("gomodel_virtual_keys", "Live virtual keys held in memory.",

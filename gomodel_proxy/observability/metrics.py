@@ -7,9 +7,12 @@ never from raw client input (a request for an unknown model is counted under ``m
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -75,6 +78,21 @@ class Metrics:
             "gomodel_cache_stores", "Answers offered to the response cache, by result (stored, too_large, error).",
             ["result"], registry=r,
         )
+        self.config_reloads = Counter(
+            "gomodel_config_reloads", "Configuration reloads (SIGHUP, POST /admin/reload), by result (applied, "
+            "unchanged, refused).", ["result"], registry=r,
+        )
+        self.cost = Counter(
+            "gomodel_cost_usd", "Price of the calls in USD, by provider and model (calls the gateway priced).",
+            ["provider", "model"], registry=r,
+        )
+        self.rate_limit_refusals = Counter(
+            "gomodel_rate_limit_refusals", "Requests refused by the gateway's rate limits, by the limit's scope "
+            "(key, user, team, global) and dimension (rpm, tpm).", ["scope", "dimension"], registry=r,
+        )
+        self.budget_refusals = Counter(
+            "gomodel_budget_refusals", "Requests refused because a budget had no room left.", registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         #: Collectors read when scraped (the keys' and circuit breakers' state, ``llmclient.metrics``).
         self._collectors: list[Collector] = []
@@ -120,6 +138,21 @@ class Metrics:
                 if value:
                     self._child(self.tokens, call.provider, call.model, kind).inc(value)
 
+    def observe_cost(self, call: CallRecord) -> None:
+        """The call's price, once known (after the usage record priced it; ``RequestRecorder``)."""
+        cost = call.cost
+        if cost:
+            self._child(self.cost, call.provider, call.model).inc(float(cost))
+
+    def refusal(self, code: str | None, message: str) -> None:
+        """A request the gateway's own limits refused (the edge calls this for every ``GatewayError``)."""
+        if code == "rate_limit_exceeded":
+            m = _RATE_LIMIT_SCOPE.search(message)
+            scope, dimension = (m.group(1), m.group(2)) if m else ("other", "other")
+            self._child(self.rate_limit_refusals, scope, dimension).inc()
+        elif code == "budget_exceeded":
+            self.budget_refusals.inc()
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Several worker processes: each writes its values to files, any of them renders them all.
@@ -129,3 +162,18 @@ class Metrics:
                 registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+#: The limit named by ``limits.token_bucket.rate_limit_error``'s message: "... for key:ab12 (rpm) ...".
+_RATE_LIMIT_SCOPE = re.compile(r"\bfor (key|user|team|global)\b[^(]*\((rpm|tpm)\)")
+
+
+class InFlightStreams(Collector):
+    """``gomodel_in_flight_streams``: streamed answers being relayed now (the server's ``streams`` set)."""
+
+    def __init__(self, streams: Collection[Any]) -> None:
+        self.streams = streams
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("gomodel_in_flight_streams", "Streamed answers being relayed now.",
+                                value=float(len(self.streams)))

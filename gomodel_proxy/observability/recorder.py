@@ -22,6 +22,12 @@ class RequestRecorder:
         self.recent: deque[CallRecord] = deque(maxlen=keep)
         #: Where each call's usage record goes (the governance's writer); ``None``: nowhere.
         self.usage_sink: Callable[[CallRecord], None] | None = None
+        #: Where each call goes for the audit trail (``AuditLogger.log_request``: only queued); ``None``: nowhere.
+        self.audit_sink: Callable[[CallRecord], None] | None = None
+        #: ``observability.tracing.Tracing`` when tracing is on (``None``: off, and nothing is done).
+        self.tracer: Any = None
+        #: ``observability.dogstatsd.DogStatsD`` when DogStatsD is on.
+        self.dogstatsd: Any = None
 
     def record(self, call: CallRecord) -> None:
         self.recent.append(call)
@@ -31,6 +37,12 @@ class RequestRecorder:
                 self.usage_sink(call)
             except Exception:  # a record that cannot be built must not fail the request's end
                 self.logger.exception("usage record failed", request_id=call.request_id)
+        if self.audit_sink is not None:
+            self.audit_sink(call)  # appends to a bounded queue: it cannot fail nor wait
+        if call.cost:  # priced (by the usage record above or the budget step): the cost counter
+            self.metrics.observe_cost(call)
+        if self.tracer is not None or self.dogstatsd is not None:
+            self._export(call)
         usage = call.usage
         if usage is not None:
             charge_usage(usage.input_tokens + usage.output_tokens)  # the key's TPM budget, if it has one
@@ -54,3 +66,13 @@ class RequestRecorder:
             output_tokens=usage.output_tokens if usage else None,
             usage_estimated=usage.estimated if usage else None,
         )
+
+    def _export(self, call: CallRecord) -> None:
+        """Spans and DogStatsD metrics of the call (neither may fail the request's end)."""
+        for exporter in (self.tracer, self.dogstatsd):
+            if exporter is None:
+                continue
+            try:
+                exporter.record(call)
+            except Exception:
+                self.logger.exception("telemetry export failed", request_id=call.request_id)

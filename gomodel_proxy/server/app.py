@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,12 @@ from gomodel_proxy.llmclient import LLMClient
 from gomodel_proxy.llmclient.metrics import ResilienceCollector
 from gomodel_proxy.observability.governance_metrics import GovernanceCollector
 from gomodel_proxy.observability.logging import get_logger
-from gomodel_proxy.observability.metrics import Metrics
+from gomodel_proxy.observability.metrics import InFlightStreams, Metrics
 from gomodel_proxy.observability.recorder import RequestRecorder
 from gomodel_proxy.providers.registry import build_provider
 from gomodel_proxy.routing.model_registry import ModelRegistry
 from gomodel_proxy.routing.router import Router
+from gomodel_proxy.server import reload as config_reload
 from gomodel_proxy.server import (
     routes_messages,
     routes_ops,
@@ -37,7 +39,10 @@ from gomodel_proxy.server.state import CALL, STATE, GatewayState
 def build_providers(config: Config, logger: Any) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     for name, pc in config.providers.items():
-        if PROVIDER_DEFAULTS[pc.type].needs_key and not (pc.api_key or pc.api_keys):
+        # With a credential store other than the environment the keys are loaded at start-up (credentials).
+        if config.credentials.source == "env" and PROVIDER_DEFAULTS[pc.type].needs_key and not (
+            pc.api_key or pc.api_keys
+        ):
             logger.warning(
                 "provider skipped: no API key", provider=name,
                 fix=f"set providers.{name}.api_key in {config.source} (or its environment variable)",
@@ -72,11 +77,21 @@ def create_app(config: Config) -> web.Application:
     recorder = RequestRecorder(metrics, logger, access_log=config.server.log_level in ("debug", "info"))
     if governance.writer is not None or governance.usage_later:
         recorder.usage_sink = governance.record_usage
+    if governance.audit.sink is not None:
+        recorder.audit_sink = governance.audit.log_request
     app[STATE] = GatewayState(
         config=config, providers=providers, registry=registry, metrics=metrics, recorder=recorder,
         logger=logger, router=Router(config, registry, metrics, logger),
         governance=governance, chain=governance.chain, authenticator=governance.authenticator,
     )
+    metrics.add_collector(InFlightStreams(app[STATE].streams))
+    from gomodel_proxy.credentials.manager import CredentialManager  # noqa: PLC0415
+
+    app[STATE].credentials = CredentialManager.build(config, providers, logger, current=lambda: app[STATE].config)
+    if config.features.admin_api:
+        from gomodel_proxy.admin import credentials_routes  # noqa: PLC0415 - POST /admin/credentials/reload
+
+        credentials_routes.add_routes(app)
     routes_v1.add_routes(app)
     routes_usage.add_routes(app)
     if config.features.admin_api and governance.db is not None:
@@ -87,13 +102,24 @@ def create_app(config: Config) -> web.Application:
             db=governance.db, on_change=governance.on_admin_change, rate_limits=config.rate_limits,
             authorize=lambda request: request[CALL].principal.is_admin,
         ))
+    if config.features.admin_api and (governance.db is not None or governance.audit.sink is not None):
+        from gomodel_proxy.admin import audit_routes  # noqa: PLC0415
+
+        audit_routes.add_routes(app, governance.audit.sink,
+                                authorize=lambda request: request[CALL].principal.is_admin)
     routes_responses.add_routes(app)
     routes_messages.add_routes(app)
     routes_ops.add_routes(app)
+    config_reload.install(app)  # SIGHUP (server.runner) and POST /admin/reload
+    from gomodel_proxy.admin import reload_routes  # noqa: PLC0415 - small; beside the admin API
+
+    reload_routes.add_routes(app)
     routes_passthrough.add_routes(app)  # last: /{provider}/* never shadows a route above
     app.on_startup.append(_start)
+    app.on_startup.append(_start_telemetry)
     app.on_shutdown.append(_begin_shutdown)
     app.on_cleanup.append(_stop)
+    app.on_cleanup.append(_stop_telemetry)
     return app
 
 
@@ -109,6 +135,8 @@ async def _start(app: web.Application) -> None:
             "no providers configured", fix=f"add one under 'providers' in {state.config.source} "
             "or set OPENAI_API_KEY (GROQ_API_KEY, XAI_API_KEY, OPENROUTER_API_KEY)",
         )
+    if state.credentials is not None:
+        await state.credentials.start()  # providers' keys before anything sends (model lists included)
     await state.governance.start()
     await state.registry.start()
 
@@ -128,6 +156,49 @@ async def _begin_shutdown(app: web.Application) -> None:
 async def _stop(app: web.Application) -> None:
     state = app[STATE]
     await state.registry.stop()
+    if state.credentials is not None:
+        await state.credentials.close()
     await state.governance.close()
     for provider in state.providers.values():
         await provider.close()
+
+
+#: How long the gateway's stop waits for the last spans to be exported.
+_TRACE_FLUSH_S = 5.0
+
+
+async def _start_telemetry(app: web.Application) -> None:
+    """Tracing and DogStatsD, when configured. Their modules (and the OpenTelemetry SDK) are imported only
+    then, off the loop: a gateway without them pays nothing for them, at start-up or per request."""
+    state = app[STATE]
+    observability = state.config.observability
+    recorder = state.recorder
+    if observability.tracing.enabled:
+        module = await asyncio.to_thread(importlib.import_module, "gomodel_proxy.observability.tracing")
+        recorder.tracer = module.Tracing.from_config(state.config)
+        tracing = observability.tracing
+        state.logger.info("tracing on", exporter=tracing.exporter, endpoint=tracing.endpoint,
+                          sample_ratio=tracing.sample_ratio)
+    if observability.dogstatsd.enabled:
+        from gomodel_proxy.observability.dogstatsd import DogStatsD  # noqa: PLC0415 - only when on
+
+        dogstatsd = observability.dogstatsd
+        try:
+            recorder.dogstatsd = await asyncio.to_thread(DogStatsD, dogstatsd)  # resolves the Agent's host
+        except OSError as exc:
+            state.logger.error("dogstatsd off: its host cannot be resolved", host=dogstatsd.host, error=str(exc))
+
+
+async def _stop_telemetry(app: web.Application) -> None:
+    """Send what is still queued: the last spans (blocking, so off the loop) and DogStatsD lines."""
+    recorder = app[STATE].recorder
+    tracer, recorder.tracer = recorder.tracer, None
+    if tracer is not None:
+        try:  # a collector that is down is retried by the exporter: not for longer than this
+            await asyncio.wait_for(asyncio.to_thread(tracer.shutdown), _TRACE_FLUSH_S)
+        except TimeoutError:
+            app[STATE].logger.warning("tracing: spans still queued at shutdown were not exported",
+                                      timeout_s=_TRACE_FLUSH_S)
+    dogstatsd, recorder.dogstatsd = recorder.dogstatsd, None
+    if dogstatsd is not None:
+        dogstatsd.close()

@@ -21,7 +21,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gomodel_proxy.audit.trail import AuditTrail, FileAuditTrail, NoopAuditTrail
+from gomodel_proxy.audit.build import build_audit
+from gomodel_proxy.audit.pipeline import AuditLogger, NoopAuditLogger
 from gomodel_proxy.billing.call_cost import CallPricer
 from gomodel_proxy.billing.ledger import BudgetLedger, BudgetLimit, MemoryLedger, RedisLedger, Seed
 from gomodel_proxy.billing.periods import utcnow
@@ -64,7 +65,8 @@ class Governance:
     limiter: RateLimiter | None = None
     ledger: BudgetLedger | None = None
     writer: UsageWriter | None = None
-    audit: AuditTrail = field(default_factory=NoopAuditTrail)
+    #: The audit trail (``audit.pipeline``): a request's entries are queued by the recorder's hook.
+    audit: AuditLogger | NoopAuditLogger = field(default_factory=NoopAuditLogger)
     guardrails: GuardrailSet | None = None
     cache: ResponseCache | None = None
     chain: Chain = field(default_factory=lambda: Chain(()))
@@ -197,8 +199,7 @@ def build_governance(config: Config, providers: dict[str, Provider], logger: Any
             steps.append(Budget(gov.ledger, gov.keys, gov.pricer,
                                 default_output_tokens=config.budgets.default_output_tokens))
     metrics = metrics if metrics is not None else Metrics()
-    if features.audit_logging and config.audit.backend == "file":
-        gov.audit = FileAuditTrail(Path(config.audit.path or Path(config.cache.dir) / "audit.jsonl"), logger=logger)
+    gov.audit = build_audit(config, logger, settle=gov.pricer.settle)
     if features.middleware and features.guardrails and config.guardrails.specs:
         gov.guardrails = _guardrails(config, providers, gov.keys, logger)
         if gov.guardrails:

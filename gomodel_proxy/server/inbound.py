@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
+from gomodel_proxy.audit.capture import Bodies
 from gomodel_proxy.core.errors import InvalidRequestError
 from gomodel_proxy.core.interfaces import Provider, RequestContext
 from gomodel_proxy.core.types import CallRecord
@@ -109,7 +110,22 @@ async def api_call(request: web.Request, endpoint: str, send: Send) -> web.Strea
     call.billable = True
     body, size = await read_json_object(request)
     provider, plan = resolve_plan(request, body, call)
-    return await governed(request, body, size, partial(send, request, body, size, provider, plan))
+    handler = partial(send, request, body, size, provider, plan)
+    limit: int = request.app[STATE].governance.audit.body_limit
+    if not limit:
+        return await governed(request, body, size, handler)
+    # audit.include_bodies: the request's bytes as read above (aiohttp keeps them: not a copy), and the
+    # answer as the client gets it; a stream's pieces are kept as they pass (the first filter added is the
+    # last to see them), never delayed.
+    bodies = Bodies(await request.read(), limit)
+    call.audit = bodies
+    if call.stream_filters is None:
+        call.stream_filters = []
+    call.stream_filters.append(bodies)
+    result = await governed(request, body, size, handler)
+    if isinstance(result, web.Response) and isinstance(result.body, bytes):
+        bodies.set_response(result.body)
+    return result
 
 
 async def governed(

@@ -39,6 +39,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     call = CallRecord(request_id=request_id, endpoint="other")
     request[CALL] = call
     CURRENT_CALL.set(call)  # this request's task (and what it awaits) sees its record
+    tracer = request.app[STATE].recorder.tracer
+    if tracer is not None and request.path not in _QUIET_PATHS:  # tracing on: continue the client's trace
+        call.trace = tracer.begin(request.headers)
     response: web.StreamResponse | None = None
     try:
         try:
@@ -54,6 +57,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except GatewayError as exc:
         call.status = exc.status
         call.outcome = "error" if call.outcome == "ok" else call.outcome
+        call.error_code = exc.code or ""
+        if exc.status == 429:  # the gateway's own rate limits and budgets refuse with 429
+            request.app[STATE].metrics.refusal(exc.code, exc.message)
         response = error_response(exc, call, anthropic=speaks_anthropic(request))
     except asyncio.CancelledError:
         if request.app[STATE].shutting_down:

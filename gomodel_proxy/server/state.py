@@ -39,6 +39,9 @@ class GatewayState:
     shutting_down: bool = False
     #: Tasks relaying a stream now; those still running when the grace period ends are cancelled.
     streams: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Providers' keys from ``credentials.source`` (``credentials.manager.CredentialManager``); a SIGHUP
+    #: handler reloads them with ``await state.credentials.reload()``.
+    credentials: Any = None
 
 
 STATE: web.AppKey[GatewayState] = web.AppKey("gomodel_state", GatewayState)

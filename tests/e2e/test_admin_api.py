@@ -14,6 +14,7 @@ from sqlalchemy import insert, select
 
 from gomodel_proxy.admin import ADMIN, AdminContext, add_routes
 from gomodel_proxy.admin.openapi import DOCUMENT
+from gomodel_proxy.admin.routes import ROUTES
 from gomodel_proxy.config.schema import RateLimitPair, RateLimitsConfig
 from gomodel_proxy.core.errors import GatewayError, MethodNotAllowedError, NotFoundError
 from gomodel_proxy.storage.tables import api_keys, budgets, teams, usage_records, users
@@ -83,7 +84,9 @@ async def test_every_route_refuses_a_caller_not_authorized(aiohttp_client: Any, 
         for name in ("team_id", "user_id", "key_id", "budget_id", "subject_id"):
             concrete = concrete.replace("{" + name + "}", "x")
         for method in item:
-            if method == "parameters":
+            # Routes other modules serve on every gateway (POST /admin/reload) are not make_app's: their own
+            # tests check their authorization.
+            if method == "parameters" or (method.upper(), path) not in {(m, p) for m, p, _ in ROUTES}:
                 continue
             for headers in ({}, {"Authorization": "Bearer nope"}):
                 resp = await anonymous.request(method.upper(), concrete, json={}, headers=headers)

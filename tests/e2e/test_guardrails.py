@@ -350,6 +350,9 @@ async def test_an_answer_with_a_secret_is_refused_whole_and_decisions_reach_the_
     assert "answer was blocked" in str(caught.value) and AWS_KEY not in str(caught.value)
     await gateway.server.close()  # drains the audit trail
     entries = [json.loads(line) for line in audit.read_text().splitlines()]
-    mine = [(e["guardrail"], e["stage"], e["action"]) for e in entries if e["request_id"] == "audit-1"]
+    steps = [e for e in entries if e.get("kind") == "step" and e["request_id"] == "audit-1"]
+    mine = [(e["guardrail"], e["stage"], e["action"]) for e in steps]
+    request = [e for e in entries if e.get("kind") == "request" and e["request_id"] == "audit-1"]
+    assert len(request) == 1 and request[0]["status"] == 400
     assert mine == [("secrets", "input", "redact"), ("secrets", "output", "block")]
     assert AWS_KEY not in audit.read_text() and "TICKET-4242" not in audit.read_text()

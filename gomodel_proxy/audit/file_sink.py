@@ -1,0 +1,162 @@
+"""``audit.backend: file``: JSON lines appended to one file, rotated by size and by age.
+
+Each batch is serialized and appended in a worker thread (one ``write`` per batch, the file kept open),
+so the event loop never waits on the disk. Before a batch, the file is rotated when it holds
+``max_file_mb`` or its first entry is ``rotate_s`` old: it is renamed ``<stem>.<UTC time>.<suffix>``
+(``audit.20250301T120000.123456Z.jsonl``) and a new one begun; beyond ``keep_files`` rotated files,
+the oldest are deleted. ``query`` reads the current and rotated files back for ``GET /admin/audit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import os
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from gomodel_proxy.audit.query import AuditQuery, sort_key
+
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+
+
+class FileSink:
+    name = "file"
+
+    def __init__(self, path: Path, *, max_bytes: int = 100 * 1024 * 1024, rotate_s: float = 86_400.0,
+                 keep_files: int = 7) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.rotate_s = rotate_s
+        self.keep_files = keep_files
+        self._file: IO[bytes] | None = None
+        self._size = 0
+        #: When the current file's first entry was written (wall clock); None: the file is empty.
+        self._began: float | None = None
+        self._lock = threading.Lock()
+
+    # -- AuditSink -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+
+    async def write(self, entries: Sequence[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self._write, entries)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    # -- in the worker thread ------------------------------------------------------------------------
+    def _open(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab")
+            self._size = self._file.tell()
+            self._began = self._first_ts() if self._size else None
+
+    def _first_ts(self) -> float:
+        """When the existing file began: its first entry's ``ts`` (its mtime when unreadable)."""
+        try:
+            with self.path.open("rb") as f:
+                ts = orjson.loads(f.readline()).get("ts")
+            if isinstance(ts, int | float):
+                return float(ts)
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            pass
+        return self.path.stat().st_mtime
+
+    def _write(self, entries: Sequence[dict[str, Any]]) -> None:
+        data = b"".join([orjson.dumps(e) + b"\n" for e in entries])
+        with self._lock:
+            if self._file is None:
+                raise OSError("the audit file is closed")
+            now = time.time()
+            if self._size and (self._size >= self.max_bytes or
+                               (self._began is not None and now - self._began >= self.rotate_s)):
+                self._rotate(now)
+            self._file.write(data)
+            self._file.flush()
+            if not self._size:
+                self._began = now
+            self._size += len(data)
+
+    def _rotate(self, now: float) -> None:
+        assert self._file is not None
+        self._file.close()
+        self._file = None
+        stamp = datetime.fromtimestamp(now, UTC).strftime(_STAMP)
+        target = self.path.with_name(f"{self.path.stem}.{stamp}{self.path.suffix}")
+        n = 1
+        while target.exists():  # two rotations within a microsecond: never overwrite one
+            target = self.path.with_name(f"{self.path.stem}.{stamp}-{n}{self.path.suffix}")
+            n += 1
+        os.replace(self.path, target)
+        self._file = self.path.open("ab")
+        self._size, self._began = 0, None
+        for old in self.rotated()[self.keep_files:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def rotated(self) -> list[Path]:
+        """The rotated files, newest first."""
+        prefix, suffix = f"{self.path.stem}.", self.path.suffix
+        try:
+            names = os.listdir(self.path.parent)
+        except OSError:
+            return []
+        found = [n for n in names if n.startswith(prefix) and n.endswith(suffix) and n != self.path.name
+                 and n[len(prefix):len(prefix) + 1].isdigit()]
+        return [self.path.parent / n for n in sorted(found, reverse=True)]
+
+    def _rotated_at(self, path: Path) -> float:
+        """When a rotated file was rotated (from its name); +inf when the name does not say."""
+        text = path.name[len(self.path.stem) + 1:len(path.name) - len(self.path.suffix)].split("-")[0]
+        try:
+            return datetime.strptime(text, _STAMP).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            return float("inf")
+
+    # -- reading back ----------------------------------------------------------------------------------
+    async def query(self, q: AuditQuery) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._query, q)
+
+    def _query(self, q: AuditQuery) -> list[dict[str, Any]]:
+        want = q.limit + 1
+        best: list[tuple[tuple[float, str], int, dict[str, Any]]] = []  # a min-heap of the newest `want`
+        n = 0
+        for path in [self.path, *self.rotated()]:
+            if path != self.path and q.start is not None and self._rotated_at(path) < q.start:
+                break  # every entry of it (and of older files) began before it was rotated: too old
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue  # rotated away or deleted meanwhile
+            for line in data.splitlines():
+                try:
+                    e = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(e, dict) or not q.matches(e):
+                    continue
+                n += 1
+                item = (sort_key(e), n, e)
+                if len(best) < want:
+                    heapq.heappush(best, item)
+                elif item[0] > best[0][0]:
+                    heapq.heapreplace(best, item)
+        return [e for _, _, e in sorted(best, key=lambda t: t[0], reverse=True)]
+
