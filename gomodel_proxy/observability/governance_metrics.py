@@ -44,7 +44,7 @@ class GovernanceCollector(Collector):
                                       value=float(guard.degraded))
             yield GaugeMetricFamily("gomodel_limiter_redis_up", "0 while Redis is resting after a failure.",
                                     value=1.0 if guard.available else 0.0)
-        stats = getattr(gov.audit, "stats", None)
+        stats = getattr(getattr(gov, "audit", None), "stats", None)
         if stats is not None:
             counts = stats()
             entries = CounterMetricFamily("gomodel_audit_entries", "Audit entries by what became of them.",
