@@ -38,13 +38,26 @@ def scrub(text: str) -> str:
     return log_redaction._scrub(text)
 
 
-def redact(entry: dict[str, Any]) -> dict[str, Any]:
+#: Fields of the entries this module builds whose values it makes itself from typed data (ids, names from
+#: the configuration, numbers, the chain's decisions): no secret can be in them, so the processor skips
+#: them (a third of an entry's building time otherwise). Anything else -- bodies, errors, a step's fields
+#: -- goes through it.
+_BUILT_SAFE = frozenset({
+    "id", "kind", "ts", "time", "request_id", "endpoint", "stream", "principal", "key_id", "user_id", "team_id",
+    "model_requested", "provider", "model", "status", "outcome", "latency_ms", "ttfb_ms", "overhead_ms", "usage",
+    "cost_usd", "cached", "cache", "guardrails", "failovers", "attempts", "attempt", "provider_key",
+    "started_ms", "bodies_truncated",
+})
+
+
+def redact(entry: dict[str, Any], *, trusted: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Processor: the entry with secret-named fields blanked (at any depth) and free text scrubbed.
 
-    In place, and returned: entries are built fresh for this, nobody else holds them.
+    In place, and returned: entries are built fresh for this, nobody else holds them. ``trusted``: fields the
+    caller built itself from typed data, passed over.
     """
     for name, value in entry.items():
-        if value is None or type(value) in (int, float, bool):
+        if value is None or name in trusted or type(value) in (int, float, bool):
             continue
         if name.lower() in SECRET_FIELDS:
             entry[name] = REDACTED
@@ -61,8 +74,16 @@ def new_id() -> str:
     return os.urandom(12).hex()
 
 
+_iso_second: list[Any] = [None, ""]
+
+
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``ts`` as ISO 8601 UTC with milliseconds; the date and time of day are formatted once a second."""
+    second = int(ts)
+    if _iso_second[0] != second:
+        _iso_second[0] = second
+        _iso_second[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_iso_second[1]}.{int((ts - second) * 1000):03d}Z"
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -82,15 +103,19 @@ def request_entries(call: CallRecord, ended_wall: float, *, body_limit: int = 0)
 
     ``ended_wall``: the wall-clock time the call was recorded at (its ``finished`` stamp); every other
     time is placed from it with the call's ``perf_counter`` stamps. ``body_limit``: the most bytes of each
-    body kept (0: no bodies).
+    body kept (0: no bodies). Every field is made here from typed data, so only the bodies (text that
+    passed) go through :func:`redact`; durations are milliseconds, unrounded (rounding costs more than the
+    digits). This runs once per request in the background task: it is kept lean.
     """
     started = call.started
     finished = call.finished or started
     start_wall = ended_wall - (finished - started)
     principal = call.principal
     usage = call.usage
-    notes = call.notes or {}
+    notes = call.notes
+    attempts = call.attempts
     entry_id = new_id()
+    first_byte = call.first_byte_at
     entry: dict[str, Any] = {
         "id": entry_id,
         "kind": "request",
@@ -108,9 +133,9 @@ def request_entries(call: CallRecord, ended_wall: float, *, body_limit: int = 0)
         "model": call.model or None,
         "status": call.status,
         "outcome": call.outcome,
-        "latency_ms": _ms(finished - started),
-        "ttfb_ms": _ms(call.first_byte_at - started) if call.first_byte_at else None,
-        "overhead_ms": _ms(call.overhead_s),
+        "latency_ms": (finished - started) * 1000,
+        "ttfb_ms": (first_byte - started) * 1000 if first_byte else None,
+        "overhead_ms": call.overhead_s * 1000,
         "usage": None if usage is None else {
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             "cached_tokens": usage.cached_tokens, "reasoning_tokens": usage.reasoning_tokens,
@@ -118,11 +143,11 @@ def request_entries(call: CallRecord, ended_wall: float, *, body_limit: int = 0)
         },
         "cost_usd": str(call.cost) if call.cost is not None else None,
         "cached": call.cached,
-        "cache": notes.get("cache"),
-        "guardrails": notes.get("guardrails"),
+        "cache": notes.get("cache") if notes else None,
+        "guardrails": notes.get("guardrails") if notes else None,
         "failovers": [{"from": f.from_model, "to": f.to_model, "reason": f.reason} for f in call.failovers]
         if call.failovers else None,
-        "attempts": len(call.attempts) if call.attempts else 0,
+        "attempts": len(attempts) if attempts else 0,
     }
     bodies = call.audit
     if body_limit and bodies is not None:
@@ -132,28 +157,31 @@ def request_entries(call: CallRecord, ended_wall: float, *, body_limit: int = 0)
         entry["response_body"] = response_text
         if request_cut or response_cut or bodies.overflow:
             entry["bodies_truncated"] = {"request": request_cut, "response": response_cut or bodies.overflow}
-    out = [redact(entry)]
-    for n, attempt in enumerate(call.attempts or (), 1):
-        at = start_wall + (attempt.started - started)
-        out.append(redact({
+        redact(entry, trusted=_BUILT_SAFE)
+    if not attempts:
+        return [entry]
+    out = [entry]
+    request_id, endpoint, model_requested = call.request_id, call.endpoint, call.model_requested or None
+    key_id, user_id, team_id = principal.key_id, principal.user_id, principal.team_id
+    for n, attempt in enumerate(attempts, 1):
+        out.append({
             "id": f"{entry_id}.{n}",
             "kind": "attempt",
-            "ts": at,
-            "time": iso(at),
-            "request_id": call.request_id,
+            "ts": start_wall + (attempt.started - started),
+            "request_id": request_id,
             "attempt": n,
-            "endpoint": call.endpoint,
-            "key_id": principal.key_id,
-            "user_id": principal.user_id,
-            "team_id": principal.team_id,
-            "model_requested": call.model_requested or None,
+            "endpoint": endpoint,
+            "key_id": key_id,
+            "user_id": user_id,
+            "team_id": team_id,
+            "model_requested": model_requested,
             "provider": attempt.provider,
-            "provider_key": attempt.key,
+            "provider_key": attempt.key,  # the key's fingerprint, never the key
             "status": attempt.status,
-            "error": attempt.error or None,
-            "started_ms": _ms(attempt.started - started),
-            "latency_ms": _ms(attempt.ended - attempt.started),
-        }))
+            "error": attempt.error or None,  # a fixed word (timeout, connection), never a message
+            "started_ms": (attempt.started - started) * 1000,
+            "latency_ms": (attempt.ended - attempt.started) * 1000,
+        })
     return out
 
 

@@ -47,7 +47,10 @@ class FileSink:
         await asyncio.to_thread(self._open)
 
     async def write(self, entries: Sequence[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self._write, entries)
+        # Serialized here (orjson: ~1 us an entry); the thread only writes bytes, which releases the GIL:
+        # a thread running Python code would fight the event loop for it and stretch request latencies.
+        data = b"".join([orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in entries])
+        await asyncio.to_thread(self._write, data)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
@@ -73,8 +76,7 @@ class FileSink:
             pass
         return self.path.stat().st_mtime
 
-    def _write(self, entries: Sequence[dict[str, Any]]) -> None:
-        data = b"".join([orjson.dumps(e) + b"\n" for e in entries])
+    def _write(self, data: bytes) -> None:
         with self._lock:
             if self._file is None:
                 raise OSError("the audit file is closed")

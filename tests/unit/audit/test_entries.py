@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from gomodel_proxy.audit.capture import Bodies
 from gomodel_proxy.audit.entries import REDACTED, redact, request_entries, step_entry
 from gomodel_proxy.core.types import Attempt, CallRecord, FailoverStep, Principal, Usage
@@ -35,7 +37,7 @@ def test_a_request_entry_and_one_entry_per_attempt() -> None:
     assert (req["key_id"], req["user_id"], req["team_id"], req["principal"]) == ("k1", "u1", "t1", "key")
     assert (req["model_requested"], req["provider"], req["model"]) == ("smart", "b", "gpt-b")
     assert (req["status"], req["outcome"], req["stream"]) == (200, "ok", True)
-    assert req["latency_ms"] == 1000.0 and req["ttfb_ms"] == 250.0
+    assert req["latency_ms"] == pytest.approx(1000.0) and req["ttfb_ms"] == pytest.approx(250.0)
     assert req["usage"] == {"input_tokens": 10, "output_tokens": 5, "cached_tokens": 2, "reasoning_tokens": 0,
                             "estimated": False}
     assert req["cost_usd"] == "0.000123" and req["cache"] == "miss"
@@ -46,7 +48,7 @@ def test_a_request_entry_and_one_entry_per_attempt() -> None:
     assert [a["id"] for a in attempts] == [f"{req['id']}.{n}" for n in (1, 2, 3)]
     assert [(a["provider"], a["provider_key"], a["status"], a["error"]) for a in attempts] == [
         ("a", "fp-aaaa", 503, None), ("a", "fp-bbbb", 0, "connection"), ("b", "fp-cccc", 200, None)]
-    assert attempts[0]["started_ms"] == 20.0 and attempts[2]["latency_ms"] == 770.0
+    assert attempts[0]["started_ms"] == pytest.approx(20.0) and attempts[2]["latency_ms"] == pytest.approx(770.0)
     assert attempts[0]["ts"] == 1_999.02 and attempts[0]["key_id"] == "k1"
 
 
