@@ -33,6 +33,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from gomodel_proxy.audit.http_sink import HttpBatchSink
+
 if TYPE_CHECKING:
     from gomodel_proxy.config.schema import AuditConfig
 
@@ -52,7 +54,7 @@ class DatadogSinkError(RuntimeError):
     """Datadog did not accept (part of) a batch; the message never holds the API key."""
 
 
-class DatadogAuditSink:
+class DatadogAuditSink(HttpBatchSink):
     """Audit entries as Datadog logs (``audit.backend: datadog``)."""
 
     name = "datadog"
@@ -100,22 +102,6 @@ class DatadogAuditSink:
 
     def __repr__(self) -> str:
         return f"DatadogAuditSink(intake={self._intake.with_user(None)!s}, service={self.service!r})"
-
-    async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
-
-    async def write(self, entries: Sequence[dict[str, Any]]) -> None:
-        if not entries:
-            return
-        await self.start()
-        for count, body in self._requests(entries):
-            await self._send(count, body)
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
 
     def _log(self, entry: dict[str, Any]) -> bytes:
         """One log object, serialized; an entry over ``max_log_bytes`` becomes a truncated stand-in."""

@@ -29,6 +29,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from gomodel_proxy.audit.http_sink import HttpBatchSink
+
 if TYPE_CHECKING:
     from gomodel_proxy.config.schema import AuditConfig
 
@@ -41,7 +43,7 @@ class ElasticsearchSinkError(RuntimeError):
     """A batch (or part of it) was not stored; the message holds no credential."""
 
 
-class ElasticsearchAuditSink:
+class ElasticsearchAuditSink(HttpBatchSink):
     """Audit entries as documents of an Elasticsearch index (``audit.backend: elasticsearch``)."""
 
     name = "elasticsearch"
@@ -79,23 +81,6 @@ class ElasticsearchAuditSink:
     def from_config(cls, config: AuditConfig) -> ElasticsearchAuditSink:
         return cls(url=config.url, index=config.index, api_key=config.api_key, timeout_s=config.timeout_s)
 
-    async def start(self) -> None:
-        """Open the HTTP session; the index is created by Elasticsearch on the first write."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
-
-    async def write(self, entries: Sequence[dict[str, Any]]) -> None:
-        if not entries:
-            return
-        await self.start()
-        for count, body in self._requests(entries):
-            await self._bulk(count, body)
-
-    async def close(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
     def _requests(self, entries: Sequence[dict[str, Any]]) -> Iterator[tuple[int, bytes]]:
         """The bulk bodies: (entry count, NDJSON), each under ``max_request_bytes`` unless one entry is larger."""
         parts: list[bytes] = []
@@ -116,7 +101,7 @@ class ElasticsearchAuditSink:
             size += len(pair)
         yield len(parts), b"".join(parts)
 
-    async def _bulk(self, count: int, body: bytes) -> None:
+    async def _send(self, count: int, body: bytes) -> None:
         assert self._session is not None
         try:
             async with self._session.post(self._bulk_url, data=body, headers=self._headers) as resp:

@@ -36,6 +36,7 @@ import orjson
 
 from gomodel_proxy.audit.entries import request_entries, step_entry
 from gomodel_proxy.audit.sink import AuditSink
+from gomodel_proxy.core.process import pid_alive
 from gomodel_proxy.core.types import CallRecord
 
 _Item = tuple[str, float, Any]
@@ -310,7 +311,7 @@ class AuditLogger:
             if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
                 continue
             holder = int(claimer) if claimer.isdigit() else int(parts[0])
-            if holder != me and _alive(holder):
+            if holder != me and pid_alive(holder):
                 continue  # another live gateway's file: it writes or replays it itself
             out.append((int(parts[1]), self.spill_dir / name))
         return [p for _, p in sorted(out)]
@@ -392,16 +393,6 @@ def _replace(claimed: Path, back: Path, data: bytes) -> None:
     tmp.write_bytes(data)
     os.replace(tmp, back)
     claimed.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _why(exc: BaseException) -> str:

@@ -36,6 +36,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
+from gomodel_proxy.core.process import pid_alive
 from gomodel_proxy.storage.database import Database
 from gomodel_proxy.storage.tables import usage_records
 
@@ -436,16 +437,6 @@ def _append(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _claim_all(spool_dir: Path, pid: int) -> list[Path]:
     """Rename the spool files this process may replay to ``...replaying-<pid>``; the claimed paths.
 
@@ -470,7 +461,7 @@ def _claim_all(spool_dir: Path, pid: int) -> list[Path]:
             if sep and owner_pid == pid:
                 claimed.append(target)
                 continue
-            if owner_pid != pid and _alive(owner_pid):
+            if owner_pid != pid and pid_alive(owner_pid):
                 continue
             try:
                 os.rename(spool_dir / name, target)
