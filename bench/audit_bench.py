@@ -26,7 +26,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,14 +37,15 @@ from run import (
     BENCH,
     SCENARIOS,
     BenchError,
-    Children,
     RssPeak,
     Setup,
     Target,
     _ratio,
+    claim_cores,
     governance_config,
     measure,
     pick_loadgen,
+    run_with_children,
     start_gateway,
     start_upstream,
     tail,
@@ -160,22 +160,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cores = os.sched_getaffinity(0)
-    if not {args.gateway_cpu, args.load_cpu} <= cores or args.gateway_cpu == args.load_cpu:
-        print(f"bench: needs two distinct usable cores (got {sorted(cores)}); see --gateway-cpu/--load-cpu",
-              file=sys.stderr)
-        return 2
-    os.sched_setaffinity(0, {args.load_cpu})
-    children = Children()
-    with tempfile.TemporaryDirectory(prefix="gomodel-bench-audit-") as tmp:
-        setup = Setup(children=children, workdir=Path(tmp), gateway_cpu=args.gateway_cpu, load_cpu=args.load_cpu)
-        try:
-            results = run_suite(args, setup)
-        except BenchError as exc:
-            print(f"bench: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            children.stop_all()
+    refused = claim_cores(args)
+    if refused is not None:
+        return refused
+    results = run_with_children(args, "gomodel-bench-audit-", run_suite)
+    if isinstance(results, int):
+        return results
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)

@@ -52,10 +52,8 @@ import json
 import os
 import platform
 import re
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -72,7 +70,6 @@ from run import (
     PATH,
     REPO,
     BenchError,
-    Children,
     RawHTTP,
     RedisSide,
     RssPeak,
@@ -80,11 +77,13 @@ from run import (
     Setup,
     Target,
     _ratio,
+    claim_cores,
     delay_stats,
     governance_config,
     measure,
     memory_mb,
     pick_loadgen,
+    run_with_children,
     start_gateway,
     start_upstream,
     summarize,
@@ -761,31 +760,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cores = os.sched_getaffinity(0)
-    if not {args.gateway_cpu, args.load_cpu} <= cores or args.gateway_cpu == args.load_cpu:
-        print(f"bench: needs two distinct usable cores (got {sorted(cores)}); see --gateway-cpu/--load-cpu",
-              file=sys.stderr)
-        return 2
-    os.sched_setaffinity(0, {args.load_cpu})  # the driver, and wrk which inherits it, on the load core
-
-    def on_term(signum: int, _: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    children = Children()
-    with tempfile.TemporaryDirectory(prefix="gomodel-bench-gc-") as tmp:
-        setup = Setup(children=children, workdir=Path(tmp), gateway_cpu=args.gateway_cpu, load_cpu=args.load_cpu)
-        try:
-            results = run_suite(args, setup)
-        except BenchError as exc:
-            print(f"bench: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\nbench: interrupted; stopping the processes it started", file=sys.stderr)
-            return 130
-        finally:
-            children.stop_all()
+    refused = claim_cores(args)
+    if refused is not None:
+        return refused
+    results = run_with_children(args, "gomodel-bench-gc-", run_suite)
+    if isinstance(results, int):
+        return results
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)

@@ -1917,20 +1917,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def claim_cores(args: argparse.Namespace) -> int | None:
+    """Check the gateway and load cores and move this driver (and wrk, which inherits it) to the load core;
+    an exit status when they cannot be used (the reason printed)."""
     cores = os.sched_getaffinity(0)
     if not {args.gateway_cpu, args.load_cpu} <= cores or args.gateway_cpu == args.load_cpu:
         print(f"bench: needs two distinct usable cores (got {sorted(cores)}); see --gateway-cpu/--load-cpu",
               file=sys.stderr)
         return 2
-    os.sched_setaffinity(0, {args.load_cpu})  # the driver, and wrk which inherits it, on the load core
-    if args.nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every child
-        except PermissionError:
-            print(f"bench: --nice {args.nice} needs root; running at normal priority", file=sys.stderr)
-            args.nice = 0
+    os.sched_setaffinity(0, {args.load_cpu})
+    return None
+
+
+def run_with_children(args: argparse.Namespace, prefix: str,
+                      suite: Callable[[argparse.Namespace, Setup], dict[str, Any]]) -> dict[str, Any] | int:
+    """``suite`` with a scratch folder and the processes it starts, all stopped whatever happens (SIGTERM and
+    Ctrl-C included); an exit status when it failed (the reason printed)."""
 
     def on_term(signum: int, _: Any) -> None:
         raise SystemExit(128 + signum)
@@ -1938,10 +1940,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`cmd &`)
     children = Children()
-    with tempfile.TemporaryDirectory(prefix="gomodel-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         setup = Setup(children=children, workdir=Path(tmp), gateway_cpu=args.gateway_cpu, load_cpu=args.load_cpu)
         try:
-            results = run(args, setup)
+            return suite(args, setup)
         except BenchError as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 1
@@ -1950,6 +1952,23 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         finally:
             children.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    refused = claim_cores(args)
+    if refused is not None:
+        return refused
+    if args.nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every child
+        except PermissionError:
+            print(f"bench: --nice {args.nice} needs root; running at normal priority", file=sys.stderr)
+            args.nice = 0
+
+    results = run_with_children(args, "gomodel-bench-", run)
+    if isinstance(results, int):
+        return results
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     if "scenarios" in results:
