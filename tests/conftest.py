@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.gateway import Gateway, provider_config, start_gateway, write_config
 from tests.support.mock_upstream import MockUpstream
-from tests.support.services import db, db_factory, redis_key_prefix, redis_url  # noqa: F401 - fixtures
+from tests.support.services import db, db_factory, pg, redis_key_prefix, redis_url  # noqa: F401 - fixtures
 
 MakeGateway = Callable[..., Awaitable[Gateway]]
 

@@ -116,11 +116,15 @@ class UpstreamTimeoutError(GatewayError):
 
 
 class RateLimitError(GatewayError):
-    """A gateway rate limit (RPM/TPM of a key, user, team or the whole gateway) refused the request."""
+    """A gateway rate limit (RPM/TPM of a key, user, team or the whole gateway) refused the request.
+
+    ``scope`` (key, user, team, global) and ``dimension`` (rpm, tpm) say which limit, for metrics."""
 
     status = 429
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
+    scope: str = "other"
+    dimension: str = "other"
 
 
 class BudgetExceededError(GatewayError):

@@ -116,10 +116,14 @@ def rate_limit_error(decision: Decision) -> RateLimitError:
     else:
         what = f"{decision.limit_requests} requests per minute"
     retry = math.ceil(decision.retry_after_s * 10 - 1e-9) / 10
-    return RateLimitError(
+    error = RateLimitError(
         f"Rate limit reached for {name} ({dimension}): {what}; retry in {retry:.1f} s.",
         headers=decision.headers(),
     )
+    scope = name.partition(":")[0]
+    if scope in ("key", "user", "team", "global") and dimension in ("rpm", "tpm"):
+        error.scope, error.dimension = scope, dimension
+    return error
 
 
 def _ceil_ms(seconds: float) -> int:

@@ -7,7 +7,6 @@ never from raw client input (a request for an unknown model is counted under ``m
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gomodel_proxy.core.errors import BudgetExceededError, GatewayError, RateLimitError
 from gomodel_proxy.core.types import CallRecord
 
 #: Buckets for request latency: LLM calls span milliseconds (cache, errors) to minutes (long streams).
@@ -144,13 +144,11 @@ class Metrics:
         if cost:
             self._child(self.cost, call.provider, call.model).inc(float(cost))
 
-    def refusal(self, code: str | None, message: str) -> None:
-        """A request the gateway's own limits refused (the edge calls this for every ``GatewayError``)."""
-        if code == "rate_limit_exceeded":
-            m = _RATE_LIMIT_SCOPE.search(message)
-            scope, dimension = (m.group(1), m.group(2)) if m else ("other", "other")
-            self._child(self.rate_limit_refusals, scope, dimension).inc()
-        elif code == "budget_exceeded":
+    def refusal(self, exc: GatewayError) -> None:
+        """A request the gateway's own limits refused (the edge calls this for every 429 it answers)."""
+        if isinstance(exc, RateLimitError):
+            self._child(self.rate_limit_refusals, exc.scope, exc.dimension).inc()
+        elif isinstance(exc, BudgetExceededError):
             self.budget_refusals.inc()
 
     def render(self) -> bytes:
@@ -162,10 +160,6 @@ class Metrics:
                 registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
-
-
-#: The limit named by ``limits.token_bucket.rate_limit_error``'s message: "... for key:ab12 (rpm) ...".
-_RATE_LIMIT_SCOPE = re.compile(r"\bfor (key|user|team|global)\b[^(]*\((rpm|tpm)\)")
 
 
 class InFlightStreams(Collector):

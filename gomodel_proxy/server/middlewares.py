@@ -59,7 +59,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
         call.outcome = "error" if call.outcome == "ok" else call.outcome
         call.error_code = exc.code or ""
         if exc.status == 429:  # the gateway's own rate limits and budgets refuse with 429
-            request.app[STATE].metrics.refusal(exc.code, exc.message)
+            request.app[STATE].metrics.refusal(exc)
         response = error_response(exc, call, anthropic=speaks_anthropic(request))
     except asyncio.CancelledError:
         if request.app[STATE].shutting_down:

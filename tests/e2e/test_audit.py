@@ -18,7 +18,7 @@ from gomodel_proxy.audit.pipeline import AuditLogger
 from tests.support.gateway import CLIENT_KEY, UPSTREAM_KEY, Gateway, provider_config
 from tests.support.governed import MASTER, Admin
 from tests.support.processes import GatewayProcess
-from tests.support.services import drop_schema, find_pg, pg_schema, pg_unreachable
+from tests.support.services import find_pg, pg_schema, pg_unreachable
 from tests.support.tcp_proxy import TcpProxy
 
 from .helpers import MESSAGES
@@ -47,16 +47,6 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0, wha
         if loop.time() > deadline:
             raise AssertionError(f"not reached in time: {what}")
         await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[tuple[str, str]]:
-    url = await find_pg()
-    if url is None:
-        pytest.skip(pg_unreachable())
-    schema = pg_schema()
-    yield url, schema
-    await drop_schema(url, schema)
 
 
 # -- what an entry holds ----------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from gomodel_proxy.llmclient import fingerprint
 from gomodel_proxy.storage.database import Database
 from tests.support.gateway import UPSTREAM_KEY, Gateway, provider_config, start_gateway, write_config
 from tests.support.mock_upstream import MockUpstream, Scenario
-from tests.support.services import drop_schema, find_pg, pg_schema, pg_unreachable
 from tests.unit.credentials.fake_vault import FakeVault
 
 from .helpers import MESSAGES
@@ -42,16 +40,6 @@ async def upstream(make_mock_upstream: Any) -> MockUpstream:
     mock: MockUpstream = await make_mock_upstream(model_ids=["m"])
     mock.on("m", Scenario(body=ANSWER))
     return mock
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[tuple[str, str]]:
-    url = await find_pg()
-    if url is None:
-        pytest.skip(pg_unreachable())
-    schema = pg_schema()
-    yield url, schema
-    await drop_schema(url, schema)
 
 
 async def gateway_with(aiohttp_server: Any, tmp_path: Path, upstream: MockUpstream, credentials: dict[str, Any],

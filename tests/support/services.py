@@ -134,6 +134,17 @@ async def db(db_factory: Callable[[], Database]) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
+async def pg() -> AsyncIterator[tuple[str, str]]:
+    """The real PostgreSQL's URL and a schema of the test's own (dropped after); skipped when unreachable."""
+    url = await find_pg()
+    if url is None:
+        pytest.skip(pg_unreachable())
+    schema = pg_schema()
+    yield url, schema
+    await drop_schema(url, schema)
+
+
+@pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
     """The test Redis's URL (skips, saying why, when it cannot be reached)."""
     url = await find_redis()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -17,21 +17,10 @@ from gomodel_proxy.credentials.postgres_store import (
 )
 from gomodel_proxy.llmclient import fingerprint
 from gomodel_proxy.storage.database import Database
-from tests.support.services import drop_schema, find_pg, pg_schema, pg_unreachable
 
 #: Cheap scrypt for the tests (the gateway's default is 2**15).
 FAST_N = 2**10
 SECRET = "correct horse battery staple"
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[tuple[str, str]]:
-    url = await find_pg()
-    if url is None:
-        pytest.skip(pg_unreachable())
-    schema = pg_schema()
-    yield url, schema
-    await drop_schema(url, schema)
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gomodel_proxy.core.errors import BudgetExceededError, GatewayError, RateLimitError
 from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.limits.token_bucket import Decision, rate_limit_error
 from gomodel_proxy.llmclient.metrics import ResilienceCollector
 from gomodel_proxy.observability.governance_metrics import GovernanceCollector
 from gomodel_proxy.observability.metrics import InFlightStreams, Metrics
@@ -36,12 +38,12 @@ def test_cost_refusals_and_streams() -> None:
     metrics.observe_cost(CallRecord(request_id="r", endpoint="x", provider="p", model="m", cost=Decimal("0.5")))
     metrics.observe_cost(CallRecord(request_id="r", endpoint="x", provider="p", model="m"))  # unpriced
     assert values(metrics, "gomodel_cost_usd_total") == {(("model", "m"), ("provider", "p")): 0.75}
-    metrics.refusal("rate_limit_exceeded", "Rate limit reached for key:k-1 (tpm): 10 tokens per minute; retry.")
-    metrics.refusal("rate_limit_exceeded", "Rate limit reached for global (rpm): 1 requests per minute; retry.")
-    metrics.refusal("rate_limit_exceeded", "something else")
-    metrics.refusal("budget_exceeded", "Budget of team t exhausted")
-    metrics.refusal("insufficient_quota", "a provider's own 429 is not the gateway's refusal")
-    metrics.refusal(None, "")
+    metrics.refusal(rate_limit_error(Decision(False, 1.0, "key:k-1 tpm", 60, 0, 1.0, 10, 0, 1.0)))
+    metrics.refusal(rate_limit_error(Decision(False, 1.0, "global rpm", 1, 0, 1.0, None, None, None)))
+    metrics.refusal(RateLimitError("something else"))
+    metrics.refusal(BudgetExceededError("Budget of team t exhausted"))
+    metrics.refusal(GatewayError("a provider's own 429 is not the gateway's refusal", status=429))
+    metrics.refusal(GatewayError(""))
     assert values(metrics, "gomodel_rate_limit_refusals_total") == {
         (("dimension", "tpm"), ("scope", "key")): 1.0, (("dimension", "rpm"), ("scope", "global")): 1.0,
         (("dimension", "other"), ("scope", "other")): 1.0,
