@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.gateway import Gateway, provider_config, start_gateway, write_config
+from tests.support.gateway import STARTED, Gateway, provider_config, start_gateway, write_config
 from tests.support.mock_upstream import MockUpstream
 from tests.support.services import db, db_factory, pg, redis_key_prefix, redis_url  # noqa: F401 - fixtures
 
@@ -41,6 +41,14 @@ async def make_mock_upstream() -> AsyncIterator[Callable[..., Awaitable[MockUpst
     yield make
     for mock in started:
         await mock.close()
+
+
+@pytest.fixture(autouse=True)
+async def close_started_gateways() -> AsyncIterator[None]:
+    """Close the gateways a test started with ``start_gateway`` (as pytest-aiohttp closes its servers)."""
+    yield
+    while STARTED:
+        await STARTED.pop().close()
 
 
 @pytest.fixture

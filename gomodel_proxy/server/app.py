@@ -118,6 +118,7 @@ def create_app(config: Config) -> web.Application:
     app.on_startup.append(_start)
     app.on_startup.append(_start_telemetry)
     app.on_shutdown.append(_begin_shutdown)
+    app.on_shutdown.append(_drain_http1)
     app.on_cleanup.append(_stop)
     app.on_cleanup.append(_stop_telemetry)
     return app
@@ -151,6 +152,14 @@ async def _begin_shutdown(app: web.Application) -> None:
             task.cancel("gateway shutdown")
 
     asyncio.get_running_loop().call_later(state.config.server.shutdown_grace_s, end_streams)
+
+
+async def _drain_http1(app: web.Application) -> None:
+    """The API routes' connections (``server.http1``) finish as aiohttp's own do: within the grace period,
+    plus the second in which the streams cut at its end get their last event out."""
+    http1 = app[STATE].http1
+    if http1 is not None:
+        await http1.shutdown(app[STATE].config.server.shutdown_grace_s + 1.0)
 
 
 async def _stop(app: web.Application) -> None:

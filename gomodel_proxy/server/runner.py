@@ -26,6 +26,7 @@ from aiohttp import web
 
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.observability.logging import configure_logging, get_logger
+from gomodel_proxy.server import http1
 from gomodel_proxy.server.app import create_app
 from gomodel_proxy.server.pidfile import default_pid_file, remove_pid_file, write_pid_file
 from gomodel_proxy.server.reload import RELOADER
@@ -50,8 +51,7 @@ async def serve(config: Config, *, host: str, port: int, reuse_port: bool = Fals
         shutdown_timeout=config.server.shutdown_grace_s + 1.0,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=_BACKLOG)
-    await site.start()
+    listener = await http1.listen(app, runner, host, port, reuse_port=reuse_port, backlog=_BACKLOG)
     _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -70,6 +70,7 @@ async def serve(config: Config, *, host: str, port: int, reuse_port: bool = Fals
         if pid_file is not None:
             remove_pid_file(pid_file)
     log.info("shutting down", grace_s=config.server.shutdown_grace_s, pid=os.getpid())
+    listener.close()  # no new connections; those open finish within the grace period (app on_shutdown)
     await runner.cleanup()
     log.info("stopped", pid=os.getpid())
 

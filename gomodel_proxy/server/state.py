@@ -42,6 +42,9 @@ class GatewayState:
     #: Providers' keys from ``credentials.source`` (``credentials.manager.CredentialManager``); a SIGHUP
     #: handler reloads them with ``await state.credentials.reload()``.
     credentials: Any = None
+    #: The gateway's own HTTP/1.1 server for the API routes (``server.http1.Http1Server``), once listening;
+    #: shutdown waits for its connections as aiohttp waits for its own.
+    http1: Any = None
 
 
 STATE: web.AppKey[GatewayState] = web.AppKey("gomodel_state", GatewayState)

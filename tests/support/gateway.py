@@ -14,9 +14,11 @@ import aiohttp
 import openai
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from gomodel_proxy.config import Config, load_config
 from gomodel_proxy.core.types import CallRecord
+from gomodel_proxy.server import http1
 from gomodel_proxy.server.app import create_app
 from gomodel_proxy.server.state import STATE, GatewayState
 
@@ -133,14 +135,40 @@ class Gateway:
             return await resp.text()
 
 
-async def start_gateway(aiohttp_server: Any, config_path: Path) -> Gateway:
+class Http1TestServer(TestServer):
+    """The gateway served as ``gomodel-proxy`` serves it (``server.http1.listen``): its own HTTP/1.1 protocol
+    for the API routes, aiohttp's for the rest, so every test that calls the API goes through both."""
+
+    listener: asyncio.Server | None = None
+
+    async def start_server(self, **kwargs: Any) -> None:
+        if self.runner:
+            return
+        self.runner = await self._make_runner(handler_cancellation=True, **kwargs)
+        await self.runner.setup()
+        assert isinstance(self.runner, web.AppRunner)
+        self.listener = await http1.listen(self.app, self.runner, "127.0.0.1", 0)
+        self.host, self.port = "127.0.0.1", self.listener.sockets[0].getsockname()[1]
+        self.scheme = "http"
+        self._root = URL(f"http://127.0.0.1:{self.port}")
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        await super().close()
+
+
+#: Gateways started by ``start_gateway``; the ``close_started_gateways`` fixture (conftest) closes them.
+STARTED: list[Http1TestServer] = []
+
+
+async def start_gateway(_aiohttp_server: Any, config_path: Path) -> Gateway:
     """Load ``config_path`` as the CLI would, serve it in-process, and wait until ``/ready``."""
     config = load_config(config_path, env={})
     app = create_app(config)
-    # pytest-aiohttp's server already runs with handler_cancellation=True, as server/runner.py does (it
-    # refuses the keyword a second time); checked here so that a change there cannot go unnoticed.
-    server: TestServer = await aiohttp_server(app, shutdown_timeout=1.0)
-    assert server.runner is not None and server.runner._kwargs.get("handler_cancellation") is True
+    server = Http1TestServer(app)
+    await server.start_server(shutdown_timeout=1.0)
+    STARTED.append(server)
     gateway = Gateway(server=server, app=app, config=config)
     try:
         await asyncio.wait_for(gateway.state.registry.ready.wait(), 10)
