@@ -6,7 +6,9 @@ never from raw client input (a request for an unknown model is counted under ``m
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -18,6 +20,10 @@ from prometheus_client.registry import Collector
 from gomodel_proxy.core.errors import BudgetExceededError, GatewayError, RateLimitError
 from gomodel_proxy.core.types import CallRecord
 
+#: A batch of finished calls is added to the collectors at the latest this long after its first call...
+FLUSH_S = 1.0
+#: ... or once it is this long.
+FLUSH_CALLS = 512
 #: Buckets for request latency: LLM calls span milliseconds (cache, errors) to minutes (long streams).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 #: Buckets for the gateway's own overhead: targets are well under a millisecond.
@@ -28,8 +34,16 @@ class Metrics:
     """The collectors, registered in a registry of their own (one per app, so tests may build many)."""
 
     def __init__(self) -> None:
+        self._children: dict[tuple[Any, ...], Any] = {}
+        #: Finished calls not yet added to the collectors, and in-flight changes by endpoint (``flush``).
+        self._pending: list[CallRecord] = []
+        self._in_flight_deltas: dict[str, int] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._in_flight_gauges: dict[str, InFlight] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # First in the registry, so that whoever collects it sees the calls queued until then.
+        r.register(_FlushFirst(self))
         self.requests = Counter(
             "gomodel_requests", "Requests answered, by provider, model, endpoint, status and stream.",
             ["provider", "model", "endpoint", "status", "stream"], registry=r,
@@ -93,7 +107,6 @@ class Metrics:
         self.budget_refusals = Counter(
             "gomodel_budget_refusals", "Requests refused because a budget had no room left.", registry=r,
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
         #: Collectors read when scraped (the keys' and circuit breakers' state, ``llmclient.metrics``).
         self._collectors: list[Collector] = []
 
@@ -120,23 +133,75 @@ class Metrics:
     def cache_store(self, result: str) -> None:
         self._child(self.cache_stores, result).inc()
 
-    def in_flight_child(self, endpoint: str) -> Any:
-        return self._child(self.in_flight, endpoint)
+    def in_flight_child(self, endpoint: str) -> InFlight:
+        gauge = self._in_flight_gauges.get(endpoint)
+        if gauge is None:
+            gauge = self._in_flight_gauges[endpoint] = InFlight(self, endpoint)
+        return gauge
 
     def observe(self, call: CallRecord) -> None:
-        stream = "true" if call.stream else "false"
-        self._child(self.requests, call.provider, call.model, call.endpoint, str(call.status), stream).inc()
-        self._child(self.duration, call.provider, call.endpoint, stream).observe(call.latency_s)
-        ttfb = call.ttfb_s
-        if ttfb is not None:
-            self._child(self.ttfb, call.provider, call.endpoint, stream).observe(ttfb)
-        self._child(self.overhead, call.endpoint).observe(call.overhead_s)
-        usage = call.usage
-        if usage is not None:
-            for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                                ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
-                if value:
-                    self._child(self.tokens, call.provider, call.model, kind).inc(value)
+        """Count a finished call: queued, and added to the collectors in batches (``flush``).
+
+        prometheus_client takes a lock per value and walks a histogram's buckets per observation; a batch
+        adds each label set's count once and each histogram's bucket counts once, which costs a request
+        a fraction of it. A batch is flushed at the latest ``FLUSH_S`` after its first call, when it is
+        ``FLUSH_CALLS`` long, and before every scrape.
+        """
+        pending = self._pending
+        pending.append(call)
+        if len(pending) >= FLUSH_CALLS:
+            self.flush()
+        elif self._flush_timer is None:
+            try:
+                self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # no loop (a tool, a test): at once
+                self.flush()
+
+    def flush(self) -> None:
+        """Add the queued calls and in-flight changes to the collectors."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        deltas, self._in_flight_deltas = self._in_flight_deltas, {}
+        for endpoint, delta in deltas.items():
+            gauge = self._child(self.in_flight, endpoint)  # the series exists from the first request on
+            if delta:
+                gauge.inc(delta)
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        counts: dict[tuple[str, ...], int] = {}
+        tokens: dict[tuple[str, ...], int] = {}
+        durations: dict[tuple[str, ...], list[float]] = {}
+        ttfbs: dict[tuple[str, ...], list[float]] = {}
+        overheads: dict[str, list[float]] = {}
+        for call in pending:
+            stream = "true" if call.stream else "false"
+            key = (call.provider, call.model, call.endpoint, str(call.status), stream)
+            counts[key] = counts.get(key, 0) + 1
+            where = (call.provider, call.endpoint, stream)
+            durations.setdefault(where, []).append(call.latency_s)
+            ttfb = call.ttfb_s
+            if ttfb is not None:
+                ttfbs.setdefault(where, []).append(ttfb)
+            overheads.setdefault(call.endpoint, []).append(call.overhead_s)
+            usage = call.usage
+            if usage is not None:
+                for kind, value in (("input", usage.input_tokens), ("output", usage.output_tokens),
+                                    ("cached", usage.cached_tokens), ("reasoning", usage.reasoning_tokens)):
+                    if value:
+                        kind_key = (call.provider, call.model, kind)
+                        tokens[kind_key] = tokens.get(kind_key, 0) + value
+        for labels, count in counts.items():
+            self._child(self.requests, *labels).inc(count)
+        for labels, amount in tokens.items():
+            self._child(self.tokens, *labels).inc(amount)
+        for labels, values in durations.items():
+            observe_many(self._child(self.duration, *labels), values)
+        for labels, values in ttfbs.items():
+            observe_many(self._child(self.ttfb, *labels), values)
+        for endpoint, values in overheads.items():
+            observe_many(self._child(self.overhead, endpoint), values)
 
     def observe_cost(self, call: CallRecord) -> None:
         """The call's price, once known (after the usage record priced it; ``RequestRecorder``)."""
@@ -152,6 +217,7 @@ class Metrics:
             self.budget_refusals.inc()
 
     def render(self) -> bytes:
+        self.flush()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Several worker processes: each writes its values to files, any of them renders them all.
             registry = CollectorRegistry()
@@ -160,6 +226,58 @@ class Metrics:
                 registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class _FlushFirst(Collector):
+    """Registered first: a scrape of the registry adds the queued calls before the metrics are read."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        self.metrics.flush()
+        return iter(())
+
+
+class InFlight:
+    """``gomodel_in_flight_requests`` of one endpoint: changes are added at the next flush, where a
+    request's +1 and -1 in the same batch cancel out."""
+
+    __slots__ = ("_deltas", "_endpoint", "_metrics")
+
+    def __init__(self, metrics: Metrics, endpoint: str) -> None:
+        self._metrics = metrics
+        self._endpoint = endpoint
+
+    def inc(self) -> None:
+        deltas = self._metrics._in_flight_deltas
+        deltas[self._endpoint] = deltas.get(self._endpoint, 0) + 1
+
+    def dec(self) -> None:
+        deltas = self._metrics._in_flight_deltas
+        deltas[self._endpoint] = deltas.get(self._endpoint, 0) - 1
+
+
+def observe_many(child: Any, values: list[float]) -> None:
+    """``child.observe(v)`` for each of ``values``, with each bucket and the sum added once.
+
+    Uses the histogram child's value cells (``_upper_bounds``, ``_buckets``, ``_sum``: the same in
+    prometheus_client's single- and multi-process modes); without them, one ``observe`` per value.
+    """
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None:  # pragma: no cover - another prometheus_client
+        for value in values:
+            child.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value, as observe()
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+    total.inc(sum(values))
 
 
 class InFlightStreams(Collector):

@@ -37,16 +37,15 @@ from gomodel_proxy.limits.redis_limiter import RedisRateLimiter
 from gomodel_proxy.limits.token_bucket import MemoryRateLimiter, RateLimiter
 from gomodel_proxy.middleware.auth import Authenticator, ModelAccess
 from gomodel_proxy.middleware.budget import Budget
-from gomodel_proxy.middleware.cache import ResponseCache
 from gomodel_proxy.middleware.chain import Chain
-from gomodel_proxy.middleware.guardrails import Guardrails
 from gomodel_proxy.middleware.ratelimit import RateLimit
 from gomodel_proxy.observability.metrics import Metrics
 
-if TYPE_CHECKING:  # storage (SQLAlchemy), PyJWT: imported where they are built, only when configured
+if TYPE_CHECKING:  # storage (SQLAlchemy), PyJWT, guardrails, cache: imported where built, only when configured
     from gomodel_proxy.billing.usage_writer import UsageWriter
     from gomodel_proxy.cache.store import AnswerStore
     from gomodel_proxy.guardrails.guardrail_set import GuardrailSet
+    from gomodel_proxy.middleware.cache import ResponseCache
     from gomodel_proxy.middleware.jwt_verifier import JWTVerifier
     from gomodel_proxy.middleware.key_cache import KeyCache
     from gomodel_proxy.storage.database import Database
@@ -203,6 +202,8 @@ def build_governance(config: Config, providers: dict[str, Provider], logger: Any
     if features.middleware and features.guardrails and config.guardrails.specs:
         gov.guardrails = _guardrails(config, providers, gov.keys, logger)
         if gov.guardrails:
+            from gomodel_proxy.middleware.guardrails import Guardrails  # noqa: PLC0415 - only when on
+
             steps.append(Guardrails(gov.guardrails, metrics=metrics, audit=gov.audit, logger=logger))
     if features.middleware and config.cache.responses.enabled:
         gov.cache = _response_cache(config, providers, gov, metrics, logger)
@@ -233,6 +234,7 @@ def _guardrails(config: Config, providers: dict[str, Provider], keys: KeyCache |
 def _response_cache(config: Config, providers: dict[str, Provider], gov: Governance, metrics: Metrics,
                     logger: Any) -> ResponseCache:
     from gomodel_proxy.cache.store import LocalAnswerStore, RedisAnswerStore  # noqa: PLC0415
+    from gomodel_proxy.middleware.cache import ResponseCache  # noqa: PLC0415 - only when on
 
     settings = config.cache.responses
     store: AnswerStore

@@ -230,6 +230,7 @@ class Http1Protocol(asyncio.Protocol):
         "body",
         "body_limit",
         "body_size",
+        "busy",
         "chunk",
         "completed_in_chunk",
         "drain_waiter",
@@ -260,7 +261,9 @@ class Http1Protocol(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         self.pending: deque[Callable[[], Awaitable[None]]] = deque()
+        #: The task serving the queued requests (``None`` between requests), and whether one is running.
         self.task: asyncio.Task[None] | None = None
+        self.busy = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.idle_since = time.monotonic()
@@ -374,18 +377,35 @@ class Http1Protocol(asyncio.Protocol):
         )
         handler = self.routes[self.url.partition(b"?")[0]]
         self.pending.append(lambda: self._serve(request, handler))
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run())
+        self._wake()
 
     # -- serving --------------------------------------------------------------------------------------
-    async def _run(self) -> None:
-        """Serve the queued requests one after another (pipelined requests are answered in order)."""
+    def _wake(self) -> None:
+        """Serve the next queued request, in a task of its own, unless one is being served.
+
+        A task per request: each request's context variables (its call record, the key that served it)
+        start fresh, as under aiohttp; pipelined requests wait their turn and are answered in order.
+        """
+        if self.task is None and self.pending:
+            self.busy = True
+            self.task = asyncio.get_running_loop().create_task(self._run(self.pending.popleft()))
+
+    async def _run(self, serve: Callable[[], Awaitable[None]]) -> None:
         try:
-            while self.pending:
-                await self.pending.popleft()()
+            await serve()
+        except asyncio.CancelledError:
+            # The client left, or shutdown cut what was being served: an answer may be half written,
+            # so the connection cannot carry another one (aiohttp closes it too).
+            self.pending.clear()
+            if self.transport is not None:
+                self.transport.close()
+            raise
         finally:
+            self.busy = False
             self.task = None
             self.idle_since = time.monotonic()
+            if self.pending and self.transport is not None:
+                self._wake()
 
     async def _serve(self, request: ParsedRequest, handler: Handler) -> None:
         request._task = asyncio.current_task()  # type: ignore[assignment]
@@ -421,13 +441,12 @@ class Http1Protocol(asyncio.Protocol):
                 self.transport.close()
 
         self.pending.append(write_and_close)
-        if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(self._run())
+        self._wake()
 
     def _hand_off(self) -> None:
         """Give the connection to aiohttp, with the bytes of the request being read from its first one."""
         raw = self.raw
-        if raw is None or self.task is not None:
+        if raw is None or self.busy:
             self._refuse(InvalidRequestError(
                 "This request was pipelined behind another on the same connection, and the gateway answers "
                 "pipelined requests only on its API routes; send it on its own connection.",
@@ -446,7 +465,7 @@ class Http1Protocol(asyncio.Protocol):
 
     def close_if_idle(self, idle_before: float) -> bool:
         """Close the connection if no request is being served and it has been idle since ``idle_before``."""
-        if self.task is None and self.idle_since < idle_before and self.transport is not None:
+        if not self.busy and self.idle_since < idle_before and self.transport is not None:
             self.transport.close()
             return True
         return False
@@ -462,24 +481,30 @@ def serialize(response: web.StreamResponse, version: HttpVersion, keep_alive: bo
     else:  # a Payload (never from the API routes, which answer bytes)
         data = body._value if isinstance(getattr(body, "_value", None), bytes) else b""
     status = response.status
-    lines = [b"HTTP/1.%d %d %s\r\n" % (version.minor, status, _REASONS.get(status, b"Unknown"))]
     headers = response.headers
-    for name, value in headers.items():
-        if name.lower() in ("content-length", "transfer-encoding"):
-            continue
-        lines += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
-    if "Content-Type" not in headers and data:
-        lines.append(b"Content-Type: application/octet-stream\r\n")
-    if "Date" not in headers:
-        lines += (b"Date: ", http_date(), b"\r\n")
+    head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()
+                    if name not in _FRAMING_HEADERS]).encode("latin-1")
+    extra = b""
+    if data and "Content-Type" not in headers:
+        extra += b"Content-Type: application/octet-stream\r\n"
     if not keep_alive and version == HttpVersion11:
-        lines.append(b"Connection: close\r\n")
+        extra += b"Connection: close\r\n"
     elif keep_alive and version == HttpVersion10:
-        lines.append(b"Connection: keep-alive\r\n")
-    if status >= 200 and status not in (204, 304):
-        lines.append(b"Content-Length: %d\r\n" % len(data))
-    lines += (b"\r\n", data)
-    return b"".join(lines)
+        extra += b"Connection: keep-alive\r\n"
+    length = b"Content-Length: %d\r\n" % len(data) if status >= 200 and status not in (204, 304) else b""
+    return b"".join((
+        _STATUS_LINES[version.minor].get(status) or b"HTTP/1.%d %d Unknown\r\n" % (version.minor, status),
+        head, extra, b"Date: ", http_date(), b"\r\n", length, b"\r\n", data,
+    ))
+
+
+#: Headers ``serialize`` writes itself from the body it sends.
+_FRAMING_HEADERS = frozenset(["Content-Length", "content-length", "Transfer-Encoding", "transfer-encoding"])
+#: Status lines by HTTP minor version and status.
+_STATUS_LINES = {
+    minor: {code: b"HTTP/1.%d %d %s\r\n" % (minor, code, phrase) for code, phrase in _REASONS.items()}
+    for minor in (0, 1)
+}
 
 
 class Http1Server:

@@ -39,9 +39,7 @@ from gomodel_proxy.config.schema import Config
 from gomodel_proxy.limits.redis_limiter import RedisRateLimiter
 from gomodel_proxy.limits.token_bucket import MemoryRateLimiter
 from gomodel_proxy.middleware.auth import ModelAccess
-from gomodel_proxy.middleware.cache import ResponseCache
 from gomodel_proxy.middleware.chain import Chain
-from gomodel_proxy.middleware.guardrails import Guardrails
 from gomodel_proxy.middleware.ratelimit import RateLimit
 from gomodel_proxy.routing.router import Router
 from gomodel_proxy.server.state import STATE, GatewayState
@@ -213,6 +211,9 @@ def prepare(state: GatewayState, merged: Config, parts: Mapping[str, list[str]],
         router = Router(merged, state.registry, state.metrics, state.logger)
     guardrails: Any = _MISSING
     if "guardrails" in parts and features.middleware and features.guardrails:
+        from gomodel_proxy.middleware.cache import ResponseCache  # noqa: PLC0415 - as at start-up: when used
+        from gomodel_proxy.middleware.guardrails import Guardrails  # noqa: PLC0415
+
         guardrails = _build_guardrails(state, merged) if merged.guardrails.specs else None
         at = _index(steps, Guardrails)
         if guardrails:

@@ -26,6 +26,24 @@ def extract_usage(body: bytes) -> Usage | None:
     pos = body.rfind(_USAGE_KEY)
     if pos < 0:
         return None
+    start = body.find(b"{", pos)
+    between = body[pos + len(_USAGE_KEY):start] if start > 0 else b""
+    if between.strip() == b":":
+        # The usage object holds numbers and objects of numbers, no strings: its end is the brace that
+        # closes its first one, found without a scanner, and orjson parses just that slice.
+        end, depth = start, 0
+        while True:
+            close = body.find(b"}", end)
+            if close < 0:
+                break
+            depth += body.count(b"{", end, close) - 1
+            end = close + 1
+            if depth <= 0:
+                try:
+                    return Usage.from_openai(orjson.loads(body[start:end]))
+                except orjson.JSONDecodeError:
+                    break
+    # Strings, null or an odd layout: the stdlib's C scanner reads one value at an offset and stops.
     tail = body[pos + len(_USAGE_KEY) :].decode("utf-8", "replace").lstrip()
     if not tail.startswith(":"):
         return None

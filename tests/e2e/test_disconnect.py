@@ -79,7 +79,7 @@ async def test_client_gone_while_waiting_for_headers(gateway: Gateway, mock_upst
     await asyncio.wait_for(mock_upstream.last("slow").client_gone.wait(), 1.0)
     record = await gateway.record("gone-early")
     assert record.outcome == "client_disconnected" and record.status == 499
-    assert gateway.state.metrics.in_flight_child("chat.completions")._value.get() == 0
+    assert 'gomodel_in_flight_requests{endpoint="chat.completions"} 0.0' in await gateway.metrics_text()
 
 
 async def test_completed_stream_is_not_a_disconnect(gateway: Gateway, mock_upstream: MockUpstream) -> None:

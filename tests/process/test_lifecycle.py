@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gomodel_proxy.observability.metrics import FLUSH_S
 from tests.support.http_sync import ConnectError, HTTPError, get, post, stream_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,13 +176,20 @@ def test_workers_share_the_port(tmp_path: Path, gateway_factory: type[Gateway]) 
     children = Path(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children").read_text().split()
     workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
     assert len(workers) == 2
-    metrics = get(gw.base + "/metrics").text
-    served = [
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("gomodel_requests_total{") and 'endpoint="chat.completions"' in line
-    ]
-    # /metrics merges every worker's counters, whichever worker answers the scrape.
+    # /metrics merges every worker's counters, whichever worker answers the scrape. A worker adds its
+    # calls to the shared files in batches, at the latest metrics.FLUSH_S after a call: the other
+    # worker's count may be that late.
+    deadline = time.monotonic() + FLUSH_S + 2.0
+    while True:
+        metrics = get(gw.base + "/metrics").text
+        served = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("gomodel_requests_total{") and 'endpoint="chat.completions"' in line
+        ]
+        if sum(served) == 20 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert sum(served) == 20
     code, err = gw.stop()
     assert code == 0, err

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from gomodel_proxy.core.types import CallRecord, Usage
-from gomodel_proxy.observability.metrics import Metrics
+from gomodel_proxy.observability import metrics as metrics_module
+from gomodel_proxy.observability.metrics import Metrics, observe_many
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -101,3 +104,40 @@ def test_multiprocess_render_reads_the_shared_directory(tmp_path: Path, monkeypa
     assert b"gomodel_requests_total" not in metrics.render()
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     assert b"gomodel_requests_total" in metrics.render()
+
+
+def test_observe_many_matches_one_observe_per_value() -> None:
+    """The batched histogram update (bucket counts and sum added once) renders what per-value
+    ``observe`` renders, values on bucket bounds included."""
+    values = [0.0, 0.00005, 0.0001, 0.0002, 0.00025, 0.004, 0.01, 0.3, 7.0, 1e9]
+    rendered = []
+    for batched in (False, True):
+        registry = CollectorRegistry()
+        child = Histogram("h", "h", ["e"], buckets=(0.0001, 0.00025, 0.01, 1.0), registry=registry).labels("x")
+        if batched:
+            observe_many(child, values)
+        else:
+            for value in values:
+                child.observe(value)
+        rendered.append({(s.name, tuple(sorted(s.labels.items()))): s.value
+                         for f in registry.collect() for s in f.samples if not s.name.endswith("_created")})
+    assert rendered[0] == rendered[1]
+    assert rendered[1][("h_count", (("e", "x"),))] == len(values)
+
+
+async def test_calls_are_added_in_batches_and_before_a_scrape() -> None:
+    """Inside a loop, observe() queues; the queue is added at a scrape, at FLUSH_CALLS, or FLUSH_S later."""
+    metrics = Metrics()
+    call = CallRecord(request_id="b", endpoint="chat.completions", started=1.0, status=200, finished=1.01)
+    request = ("gomodel_requests_total",
+               labels(provider="", model="", endpoint="chat.completions", status="200", stream="false"))
+    metrics.observe(call)
+    assert metrics._pending == [call]
+    assert samples(metrics)[request] == 1.0  # a scrape adds what is queued first
+    for _ in range(metrics_module.FLUSH_CALLS):
+        metrics.observe(call)
+    assert metrics._pending == []  # a full batch is added at once
+    metrics.observe(call)
+    await asyncio.sleep(metrics_module.FLUSH_S + 0.2)
+    assert metrics._pending == []  # and a partial one FLUSH_S after its first call
+    assert samples(metrics)[request] == 2.0 + metrics_module.FLUSH_CALLS
