@@ -41,7 +41,7 @@ HOT_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/mes
 
 #: How long a keep-alive connection may stay idle before it is closed (aiohttp's default too).
 KEEPALIVE_S = 75.0
-#: Unwritten bytes above which a stream's writer waits for the client to read (asyncio's default high mark).
+#: Reason phrases by status.
 _REASONS = {s.value: s.phrase.encode("latin-1") for s in HTTPStatus}
 
 
@@ -86,7 +86,7 @@ class ParsedRequest(web.Request):
 
     def __init__(self, app: web.Application, method: str, target: str, headers: CIMultiDictProxy[str],  # noqa: PLR0917
                  body: bytes, version: HttpVersion, keep_alive: bool, writer: TransportWriter,
-                 transport: asyncio.Transport, task: asyncio.Task[None] | None = None) -> None:
+                 transport: asyncio.Transport) -> None:
         self._app = app
         self._method = method
         self._target = target
@@ -100,7 +100,7 @@ class ParsedRequest(web.Request):
         self._state = {}
         self._cache = {}
         self._post = None
-        self._task = task  # type: ignore[assignment]
+        self._task = None  # type: ignore[assignment]  # the serving task sets it
         self._client_max_size = 0
         self._client_max_fields = 0
         self._match_info = None
@@ -234,8 +234,6 @@ class Http1Protocol(asyncio.Protocol):
         "chunk",
         "completed_in_chunk",
         "drain_waiter",
-        "fallback",
-        "handed_off",
         "headers",
         "idle_since",
         "parser",
@@ -271,7 +269,6 @@ class Http1Protocol(asyncio.Protocol):
         self.raw: list[bytes] | None = None
         self.chunk = b""
         self.completed_in_chunk = False
-        self.handed_off = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -455,7 +452,6 @@ class Http1Protocol(asyncio.Protocol):
             return
         transport = self.transport
         assert transport is not None
-        self.handed_off = True
         self.server.connections.discard(self)
         protocol = self.server.fallback()
         transport.set_protocol(protocol)
