@@ -1,5 +1,6 @@
 -- wrk script for bench/run.py: POST one JSON body again and again, then print the figures as JSON.
--- Usage: wrk -t1 -cN -dD -s bench/load.lua URL -- BODY_FILE BEARER_KEY
+-- Usage: wrk -t1 -cN -dD -s bench/load.lua URL -- BODY_FILE BEARER_KEY [HEADERS_FILE]
+-- HEADERS_FILE (optional, bench/perf.py): extra request headers, one "Name: value" a line.
 -- The request is formatted once per thread (init), so wrk spends no Lua time per request.
 
 local req
@@ -11,6 +12,12 @@ init = function(args)
   file:close()
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Authorization"] = "Bearer " .. (args[2] or "none")
+  if args[3] then
+    for line in io.lines(args[3]) do
+      local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+      if name then wrk.headers[name] = value end
+    end
+  end
   req = wrk.format()
 end
 

@@ -15,8 +15,17 @@ what the gateway's ``anthropic`` provider asks for) send ``--paced-chunks`` text
 from the moment it reads the chunk. The events around the text chunks go out at once, before the first
 gap and after the last chunk.
 
-Run: ``python bench/upstream.py [--port 0] [--cpu 1] [--paced-chunks 20] [--paced-gap-ms 5]``; it
-prints ``READY <port>`` once listening.
+Ticker-paced streams, for the many-streams phase of bench/perf.py: ``"bench_ticker": true`` in a streamed chat
+body gives the same OpenAI-format paced stream, but instead of one timer per stream a single ticker task
+wakes every ``--ticker-gap-ms / --ticker-slots`` ms and releases the streams of one slot (streams are dealt
+to the slots in turn), so each stream gets its next chunk every ``--ticker-gap-ms`` and 10,000 streams cost
+one timer, not 10,000. The send time is still taken just before each write.
+
+``--anthropic-nonstream``: answer a non-streamed ``POST /v1/messages`` with a prebuilt Messages answer
+(by default such a request gets a 400, as before), for bench/perf.py's translated route at load.
+
+Run: ``python bench/upstream.py [--port 0] [--cpu 1] [--paced-chunks 20] [--paced-gap-ms 5]
+[--ticker-gap-ms 20] [--ticker-slots 20] [--anthropic-nonstream]``; it prints ``READY <port>`` once listening.
 """
 
 from __future__ import annotations
@@ -105,6 +114,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(body=COMPLETION, content_type="application/json")
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    if body.get("bench_ticker") is True:
+        return await _ticker_paced(request, request.app[PACED_CHAT][include_usage], request.app[TICKER])
     if body.get("bench_paced") is True:
         return await _paced(request, request.app[PACED_CHAT][include_usage], _SSE_HEADERS)
     response = web.StreamResponse(headers=_SSE_HEADERS)
@@ -203,6 +214,7 @@ def anthropic_stream(chunks: int, gap_s: float) -> PacedStream:
 
 PACED_CHAT: web.AppKey[dict[bool, PacedStream]] = web.AppKey("paced_chat", dict)
 PACED_MESSAGES: web.AppKey[PacedStream] = web.AppKey("paced_messages", PacedStream)
+ANTHROPIC_NONSTREAM: web.AppKey[bool] = web.AppKey("anthropic_nonstream", bool)
 
 
 async def _paced(request: web.Request, stream: PacedStream, headers: dict[str, str]) -> web.StreamResponse:
@@ -224,6 +236,81 @@ async def _paced(request: web.Request, stream: PacedStream, headers: dict[str, s
     return response
 
 
+class Ticker:
+    """One timer for every ticker-paced stream: ``slots`` futures, one of which is resolved (and replaced)
+    per tick of ``gap_s / slots``; a stream waits on the future of its own slot, so it is released once
+    per ``gap_s``, and the streams are spread evenly over the gap instead of all writing at once."""
+
+    def __init__(self, gap_s: float, slots: int) -> None:
+        self.tick_s = gap_s / max(1, slots)
+        self.slots = max(1, slots)
+        self.waiting: list[asyncio.Future[None] | None] = [None] * self.slots
+        self.dealt = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def slot(self) -> int:
+        self.dealt += 1
+        return self.dealt % self.slots
+
+    def wait(self, slot: int) -> asyncio.Future[None]:
+        fut = self.waiting[slot]
+        if fut is None:
+            fut = self.waiting[slot] = asyncio.get_running_loop().create_future()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self.run())
+        return fut
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tick = 0
+        while any(f is not None for f in self.waiting):
+            await asyncio.sleep(max(0.0, start + (tick + 1) * self.tick_s - loop.time()))
+            # the timer is coarse (uvloop: 1 ms): release every slot whose time has come, so that a slot keeps
+            # its cadence on average; more than one whole gap behind, the schedule restarts from now (no burst)
+            due = int((loop.time() - start) / self.tick_s)
+            if due - tick > self.slots:
+                start, tick, due = loop.time(), 0, 1
+            while tick < due:
+                slot = tick % self.slots
+                tick += 1
+                fut, self.waiting[slot] = self.waiting[slot], None
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+
+TICKER: web.AppKey[Ticker] = web.AppKey("ticker", Ticker)
+
+
+async def _ticker_paced(request: web.Request, stream: PacedStream, ticker: Ticker) -> web.StreamResponse:
+    response = web.StreamResponse(headers=_SSE_HEADERS)
+    prefix, suffix = stream.prefix, stream.suffix
+    slot = ticker.slot()
+    try:
+        await response.prepare(request)
+        for event in stream.head:
+            await response.write(event)
+        for n in range(stream.chunks):
+            await ticker.wait(slot)
+            sent = time.monotonic_ns()
+            await response.write(prefix + paced_text(sent, n) + suffix)
+        for event in stream.tail:
+            await response.write(event)
+        await response.write_eof()
+    except ConnectionResetError:
+        pass
+    return response
+
+
+#: A non-streamed Anthropic Messages answer (``--anthropic-nonstream``), shaped like the API's.
+MESSAGE = orjson.dumps({
+    "model": "claude-haiku-4-5-20251001", "id": "msg_01T8kTq7cYyYJeQ5DxcVUc6D", "type": "message",
+    "role": "assistant", "content": [{"type": "text", "text": "".join(_WORDS)}], "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 19, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+              "output_tokens": 17, "service_tier": "standard"},
+})
+
 _ANTHROPIC_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
                           "request-id": "req_011CZknL2bUdgvrtea9HYSrj"}
 
@@ -231,6 +318,8 @@ _ANTHROPIC_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "C
 async def messages(request: web.Request) -> web.StreamResponse:
     """Anthropic's ``POST /v1/messages``: streamed requests get the paced Anthropic stream."""
     body = orjson.loads(await request.read())
+    if body.get("stream") is not True and request.app[ANTHROPIC_NONSTREAM]:
+        return web.Response(body=MESSAGE, content_type="application/json")
     if body.get("stream") is not True:
         error = {"type": "error", "error": {"type": "invalid_request_error",
                                             "message": "the bench mock answers streamed requests only"}}
@@ -243,8 +332,11 @@ async def models(_: web.Request) -> web.Response:
                                                           "created": 0, "owned_by": "bench"}]})
 
 
-async def serve(host: str, port: int, chunks: int, gap_s: float) -> None:
+async def serve(host: str, port: int, chunks: int, gap_s: float, ticker_gap_s: float = 0.02,
+                ticker_slots: int = 20, anthropic_nonstream: bool = False, backlog: int = 2048) -> None:
     app = web.Application()
+    app[TICKER] = Ticker(ticker_gap_s, ticker_slots)
+    app[ANTHROPIC_NONSTREAM] = anthropic_nonstream
     app[PACED_CHAT] = {usage: paced_chat_stream(chunks, gap_s, include_usage=usage) for usage in (False, True)}
     app[PACED_MESSAGES] = anthropic_stream(chunks, gap_s)
     app.router.add_post("/v1/chat/completions", chat_completions)
@@ -252,7 +344,7 @@ async def serve(host: str, port: int, chunks: int, gap_s: float) -> None:
     app.router.add_get("/v1/models", models)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=2048)
+    site = web.TCPSite(runner, host, port, backlog=backlog)
     await site.start()
     print(f"READY {runner.addresses[0][1]}", flush=True)
     stop = asyncio.Event()
@@ -271,10 +363,18 @@ def main() -> int:
     parser.add_argument("--paced-chunks", type=int, default=20, help="text chunks per paced stream (default 20)")
     parser.add_argument("--paced-gap-ms", type=float, default=5.0,
                         help="pause before each text chunk of a paced stream, ms (default 5)")
+    parser.add_argument("--ticker-gap-ms", type=float, default=20.0,
+                        help="ticker-paced streams (bench_ticker): the gap between a stream's chunks, ms (default 20)")
+    parser.add_argument("--ticker-slots", type=int, default=20,
+                        help="ticker-paced streams: ticks per gap, the streams dealt among them (default 20)")
+    parser.add_argument("--anthropic-nonstream", action="store_true",
+                        help="answer non-streamed POST /v1/messages (default: 400, streamed requests only)")
+    parser.add_argument("--backlog", type=int, default=2048, help="listen backlog (default 2048)")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    uvloop.run(serve(args.host, args.port, args.paced_chunks, args.paced_gap_ms / 1000))
+    uvloop.run(serve(args.host, args.port, args.paced_chunks, args.paced_gap_ms / 1000, args.ticker_gap_ms / 1000,
+                     args.ticker_slots, args.anthropic_nonstream, args.backlog))
     return 0
 
 
