@@ -70,9 +70,9 @@ from run import (
     create_virtual_key,
     free_port,
     machine_info,
-    probe,
     run_with_children,
     tail,
+    wait_ready,
 )
 
 CHAT = "/v1/chat/completions"
@@ -201,13 +201,7 @@ def spawn_gateway(setup: Setup, config: Path, name: str, *, workers: int = 1,
     with log_path.open("ab") as log:
         started = time.perf_counter()
         proc = setup.children.spawn(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
-    while probe(port, "/ready") != 200:
-        if proc.poll() is not None:
-            raise BenchError(f"{name} exited with code {proc.returncode}:\n{tail(log_path)}")
-        if time.perf_counter() - started > 30:
-            raise BenchError(f"{name} was not ready after 30 s:\n{tail(log_path)}")
-        time.sleep(0.002)
-    ms = (time.perf_counter() - started) * 1000
+    ms = wait_ready(proc, port, started, log_path, name)
     return Served(name, port, proc.pid, proc, log_path), ms
 
 

@@ -8,11 +8,8 @@ parent; CPU per request and RSS must count all of them, and nothing else.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +19,6 @@ from perf_streams import request_bytes
 from perf_systems import Served
 from run import (
     LOAD_LUA,
-    BenchError,
     RawHTTP,
     Setup,
     core_busy_pct,
@@ -30,6 +26,7 @@ from run import (
     cpu_seconds,
     memory_mb,
     percentile,
+    run_wrk,
 )
 
 
@@ -105,27 +102,7 @@ class Load:
         return self._measured(system, mock_pid, lambda: self._run_wrk(cmd, duration_s, tick))
 
     def _run_wrk(self, cmd: list[str], duration_s: float, tick: Callable[[], None]) -> dict[str, Any]:
-        children = self.setup.children
-        proc = children.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.perf_counter() + duration_s
-            while time.perf_counter() < deadline and proc.poll() is None:
-                tick()
-                time.sleep(min(0.02, max(0.0, deadline - time.perf_counter())))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
-        finally:
-            children.stop(proc)
-        line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
-        if line is None:
-            raise BenchError(f"wrk printed no result (exit {proc.returncode}): {err.strip() or out.strip()}")
-        raw = json.loads(line.split(" ", 1)[1])
-        seconds = raw["duration_us"] / 1e6
-        lat = raw["latency_us"]
-        return {"requests": raw["requests"], "errors": sum(raw["errors"].values()), "error_kinds": raw["errors"],
-                "seconds": round(seconds, 3), "rps": raw["requests"] / seconds if seconds else 0.0,
-                "p50_ms": lat["p50"] / 1000, "p99_ms": lat["p99"] / 1000, "mean_ms": lat["mean"] / 1000}
+        return run_wrk(self.setup.children, cmd, duration_s, tick)
 
     def ttfb(self, system: Served, path: str, body: bytes, duration_s: float, tick: Callable[[], None],
              mock_pid: int) -> dict[str, Any]:

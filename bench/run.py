@@ -377,29 +377,34 @@ class WrkLoad:
             tick: Callable[[], None], key: str = MASTER_KEY) -> dict[str, Any]:
         cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{math.ceil(duration_s) + 30}s", "--timeout", "10s",
                "-s", str(LOAD_LUA), f"http://127.0.0.1:{port}{PATH}", "--", str(self._body_file(body)), key]
-        proc = self.children.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.perf_counter() + duration_s
-            while time.perf_counter() < deadline and proc.poll() is None:
-                tick()
-                time.sleep(min(0.02, max(0.0, deadline - time.perf_counter())))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
-        finally:
-            self.children.stop(proc)
-        line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
-        if line is None:
-            raise BenchError(f"wrk printed no result (exit {proc.returncode}): {err.strip() or out.strip()}")
-        raw = json.loads(line.split(" ", 1)[1])
-        seconds = raw["duration_us"] / 1e6
-        lat = raw["latency_us"]
-        errors = sum(raw["errors"].values())
-        return {
-            "requests": raw["requests"], "errors": errors, "error_kinds": raw["errors"], "seconds": round(seconds, 3),
-            "rps": raw["requests"] / seconds if seconds else 0.0,
-            "p50_ms": lat["p50"] / 1000, "p99_ms": lat["p99"] / 1000, "mean_ms": lat["mean"] / 1000,
-        }
+        return run_wrk(self.children, cmd, duration_s, tick)
+
+
+def run_wrk(children: Children, cmd: list[str], duration_s: float, tick: Callable[[], None]) -> dict[str, Any]:
+    """Run wrk (with load.lua) for ``duration_s``, calling ``tick`` meanwhile; its figures as a dict."""
+    proc = children.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.perf_counter() + duration_s
+        while time.perf_counter() < deadline and proc.poll() is None:
+            tick()
+            time.sleep(min(0.02, max(0.0, deadline - time.perf_counter())))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        children.stop(proc)
+    line = next((ln for ln in out.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise BenchError(f"wrk printed no result (exit {proc.returncode}): {err.strip() or out.strip()}")
+    raw = json.loads(line.split(" ", 1)[1])
+    seconds = raw["duration_us"] / 1e6
+    lat = raw["latency_us"]
+    errors = sum(raw["errors"].values())
+    return {
+        "requests": raw["requests"], "errors": errors, "error_kinds": raw["errors"], "seconds": round(seconds, 3),
+        "rps": raw["requests"] / seconds if seconds else 0.0,
+        "p50_ms": lat["p50"] / 1000, "p99_ms": lat["p99"] / 1000, "mean_ms": lat["mean"] / 1000,
+    }
 
 
 class PyLoad:
@@ -949,14 +954,20 @@ def start_gateway(setup: Setup, config: Path, log_name: str = "gateway.log",
     log.close()
     if name == "gateway":
         setup.gateway_log = log_path
+    elapsed_ms = wait_ready(proc, port, started, log_path, "the gateway")
+    return proc, Target(name, port, proc.pid, setup.gateway_cpu), elapsed_ms
+
+
+def wait_ready(proc: subprocess.Popen[Any], port: int, started: float, log_path: Path, name: str) -> float:
+    """Milliseconds from ``started`` to the first 200 from ``/ready``; a process that exits or is not ready
+    after 30 s stops the run, with the tail of its log."""
     while probe(port, "/ready") != 200:
         if proc.poll() is not None:
-            raise BenchError(f"the gateway exited with code {proc.returncode}:\n{tail(log_path)}")
+            raise BenchError(f"{name} exited with code {proc.returncode}:\n{tail(log_path)}")
         if time.perf_counter() - started > 30:
-            raise BenchError(f"the gateway was not ready after 30 s:\n{tail(log_path)}")
+            raise BenchError(f"{name} was not ready after 30 s:\n{tail(log_path)}")
         time.sleep(0.002)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    return proc, Target(name, port, proc.pid, setup.gateway_cpu), elapsed_ms
+    return (time.perf_counter() - started) * 1000
 
 
 def tail(path: Path, lines: int = 20) -> str:

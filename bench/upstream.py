@@ -36,6 +36,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -218,6 +219,15 @@ ANTHROPIC_NONSTREAM: web.AppKey[bool] = web.AppKey("anthropic_nonstream", bool)
 
 
 async def _paced(request: web.Request, stream: PacedStream, headers: dict[str, str]) -> web.StreamResponse:
+    async def gap(_n: int) -> None:
+        await asyncio.sleep(stream.gap_s)
+
+    return await _write_paced(request, stream, headers, gap)
+
+
+async def _write_paced(request: web.Request, stream: PacedStream, headers: dict[str, str],
+                       wait: Callable[[int], Awaitable[None]]) -> web.StreamResponse:
+    """The head events, then each text chunk after ``wait(n)`` stamped with its send time, then the tail."""
     response = web.StreamResponse(headers=headers)
     prefix, suffix = stream.prefix, stream.suffix
     try:
@@ -225,7 +235,7 @@ async def _paced(request: web.Request, stream: PacedStream, headers: dict[str, s
         for event in stream.head:
             await response.write(event)
         for n in range(stream.chunks):
-            await asyncio.sleep(stream.gap_s)
+            await wait(n)
             sent = time.monotonic_ns()  # just before the write: the client reads it back from the text
             await response.write(prefix + paced_text(sent, n) + suffix)
         for event in stream.tail:
@@ -283,23 +293,12 @@ TICKER: web.AppKey[Ticker] = web.AppKey("ticker", Ticker)
 
 
 async def _ticker_paced(request: web.Request, stream: PacedStream, ticker: Ticker) -> web.StreamResponse:
-    response = web.StreamResponse(headers=_SSE_HEADERS)
-    prefix, suffix = stream.prefix, stream.suffix
     slot = ticker.slot()
-    try:
-        await response.prepare(request)
-        for event in stream.head:
-            await response.write(event)
-        for n in range(stream.chunks):
-            await ticker.wait(slot)
-            sent = time.monotonic_ns()
-            await response.write(prefix + paced_text(sent, n) + suffix)
-        for event in stream.tail:
-            await response.write(event)
-        await response.write_eof()
-    except ConnectionResetError:
-        pass
-    return response
+
+    async def tick(_n: int) -> None:
+        await ticker.wait(slot)
+
+    return await _write_paced(request, stream, _SSE_HEADERS, tick)
 
 
 #: A non-streamed Anthropic Messages answer (``--anthropic-nonstream``), shaped like the API's.
