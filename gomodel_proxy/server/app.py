@@ -159,7 +159,8 @@ async def _drain_http1(app: web.Application) -> None:
     plus the second in which the streams cut at its end get their last event out."""
     http1 = app[STATE].http1
     if http1 is not None:
-        await http1.shutdown(app[STATE].config.server.shutdown_grace_s + 1.0)
+        timeout = http1.shutdown_timeout
+        await http1.shutdown(app[STATE].config.server.shutdown_grace_s + 1.0 if timeout is None else timeout)
 
 
 async def _stop(app: web.Application) -> None:

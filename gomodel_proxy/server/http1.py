@@ -513,6 +513,8 @@ class Http1Server:
         self.routes = routes
         self.body_limit = body_limit
         self.connections: set[Http1Protocol] = set()
+        #: Seconds busy connections get at shutdown; ``None``: ``server.shutdown_grace_s`` + 1.
+        self.shutdown_timeout: float | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
     def __call__(self) -> Http1Protocol:
@@ -558,14 +560,19 @@ def hot_routes(app: web.Application) -> dict[bytes, Handler]:
 
 
 async def listen(app: web.Application, runner: web.AppRunner, host: str, port: int, *,
-                 reuse_port: bool = False, backlog: int = 2048) -> asyncio.Server:
+                 reuse_port: bool = False, backlog: int = 2048, shutdown_timeout: float | None = None,
+                 ) -> asyncio.Server:
     """Listen on ``host:port`` with :class:`Http1Protocol`, handing other routes to ``runner``'s server.
 
-    ``runner`` must be set up (the app started). The returned server's sockets tell the port bound.
+    ``runner`` must be set up (the app started). At shutdown, connections still busy get
+    ``shutdown_timeout`` seconds (default: ``server.shutdown_grace_s`` + 1, as aiohttp's get in
+    ``server.runner``). The returned server's sockets tell the port bound.
     """
     fallback = runner.server
     assert fallback is not None, "the runner must be set up first"
     http1 = Http1Server(app, fallback, hot_routes(app), body_limit=app._client_max_size)
+    if shutdown_timeout is not None:
+        http1.shutdown_timeout = shutdown_timeout
     app[STATE].http1 = http1
     return await asyncio.get_running_loop().create_server(
         http1, host, port, reuse_port=reuse_port or None, backlog=backlog)

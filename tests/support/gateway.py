@@ -147,7 +147,9 @@ class Http1TestServer(TestServer):
         self.runner = await self._make_runner(handler_cancellation=True, **kwargs)
         await self.runner.setup()
         assert isinstance(self.runner, web.AppRunner)
-        self.listener = await http1.listen(self.app, self.runner, "127.0.0.1", 0)
+        # Busy connections get what aiohttp's get here (pytest-aiohttp's 1 s, not the gateway's grace period).
+        self.listener = await http1.listen(self.app, self.runner, "127.0.0.1", 0,
+                                           shutdown_timeout=kwargs.get("shutdown_timeout", 1.0))
         self.host, self.port = "127.0.0.1", self.listener.sockets[0].getsockname()[1]
         self.scheme = "http"
         self._root = URL(f"http://127.0.0.1:{self.port}")
