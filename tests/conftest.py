@@ -83,8 +83,13 @@ async def make_gateway(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Mak
         return gateway
 
     yield make
-    for gateway in gateways:
+    for gateway in reversed(gateways):
         await gateway.close_clients()
+        # Here, not at the end of the test: fixtures set up before this one (an OTLP receiver, a mock
+        # provider) are still there while the gateway shuts down and flushes to them.
+        await gateway.server.close()
+        if gateway.server in STARTED:
+            STARTED.remove(gateway.server)
 
 
 @pytest.fixture
