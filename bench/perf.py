@@ -35,7 +35,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -59,7 +58,6 @@ from run import (
     MASTER_KEY,
     MODEL,
     REPO,
-    UPSTREAM,
     BenchError,
     RawHTTP,
     RedisSide,
@@ -71,6 +69,7 @@ from run import (
     free_port,
     machine_info,
     run_with_children,
+    spawn_upstream,
     tail,
     wait_ready,
 )
@@ -103,17 +102,9 @@ PII_RAILS = ("guardrails:\n  - name: pii-redactor\n    enabled: true\n    priori
 # -- starting the systems -------------------------------------------------------------------------------
 def start_mock(setup: Setup, chunks: int, gap_ms: float) -> Served:
     """The mock on the load core: unpaced /v1/messages streams, ticker-paced chat streams, Messages answers."""
-    log = (setup.workdir / "upstream.log").open("ab")
-    proc = setup.children.spawn([sys.executable, str(UPSTREAM), "--port", "0", "--cpu", str(setup.load_cpu),
-                                 "--paced-chunks", str(chunks), "--paced-gap-ms", "0", "--ticker-gap-ms", str(gap_ms),
-                                 "--anthropic-nonstream", "--backlog", "8192"],
-                                stdout=subprocess.PIPE, stderr=log, text=True)
-    log.close()
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY "):
-        raise BenchError(f"the mock upstream did not start (exit {proc.poll()}): {line!r}")
-    return Served("direct", int(line.split()[1]), proc.pid, proc, setup.workdir / "upstream.log")
+    proc, port = spawn_upstream(setup, "--paced-chunks", str(chunks), "--paced-gap-ms", "0",
+                                "--ticker-gap-ms", str(gap_ms), "--anthropic-nonstream", "--backlog", "8192")
+    return Served("direct", port, proc.pid, proc, setup.workdir / "upstream.log")
 
 
 class Prod:

@@ -885,16 +885,21 @@ class Setup:
 
 
 def start_upstream(setup: Setup, paced_chunks: int, paced_gap_ms: float) -> Target:
+    proc, port = spawn_upstream(setup, "--paced-chunks", str(paced_chunks), "--paced-gap-ms", str(paced_gap_ms))
+    return Target("direct", port, proc.pid, setup.load_cpu)
+
+
+def spawn_upstream(setup: Setup, *options: str) -> tuple[subprocess.Popen[Any], int]:
+    """The mock upstream (bench/upstream.py ``options``) on the load core, logging to upstream.log; its port."""
     log = (setup.workdir / "upstream.log").open("ab")
     proc = setup.children.spawn([sys.executable, str(UPSTREAM), "--port", "0", "--cpu", str(setup.load_cpu),
-                                 "--paced-chunks", str(paced_chunks), "--paced-gap-ms", str(paced_gap_ms)],
-                                stdout=subprocess.PIPE, stderr=log, text=True)
+                                 *options], stdout=subprocess.PIPE, stderr=log, text=True)
     log.close()
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("READY "):
         raise BenchError(f"the mock upstream did not start (exit {proc.poll()}): {line!r}")
-    return Target("direct", int(line.split()[1]), proc.pid, setup.load_cpu)
+    return proc, int(line.split()[1])
 
 
 def start_relay(setup: Setup, upstream_port: int) -> Target:
