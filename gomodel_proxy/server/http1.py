@@ -6,7 +6,7 @@ body whole (it is JSON the route parses anyway), runs the route's usual aiohttp 
 middleware, and writes a whole answer as one ``transport.write``. Streams use aiohttp's ``StreamResponse``
 on top of :class:`TransportWriter`, so that every route keeps its one implementation.
 
-Only the hot routes (:data:`HOT_ROUTES`: POSTs of the model APIs) are served here. Any other request on a
+Only the hot routes (:data:`HOT_PATHS`: POSTs of the model APIs) are served here. Any other request on a
 connection hands the connection over to aiohttp: the connection's bytes since that request began are given
 to a fresh aiohttp protocol, which serves it and the rest of the connection exactly as before. A request
 that cannot be handed over (it was pipelined behind another one in the same packet) is refused with a 400
