@@ -77,13 +77,12 @@ from run import (
     Setup,
     Target,
     _ratio,
-    claim_cores,
     delay_stats,
     governance_config,
     measure,
     memory_mb,
     pick_loadgen,
-    run_with_children,
+    run_suite_main,
     start_gateway,
     start_upstream,
     summarize,
@@ -759,18 +758,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    refused = claim_cores(args)
-    if refused is not None:
-        return refused
-    results = run_with_children(args, "gomodel-bench-gc-", run_suite)
-    if isinstance(results, int):
-        return results
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
-    print(f"\nresults written to {args.output}")
-    return 0
+    return run_suite_main(parse_args(argv), "gomodel-bench-gc-", run_suite, print_table)
 
 
 if __name__ == "__main__":

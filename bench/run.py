@@ -1970,6 +1970,22 @@ def run_with_children(args: argparse.Namespace, prefix: str,
             children.stop_all()
 
 
+def run_suite_main(args: argparse.Namespace, prefix: str, suite: Callable[[argparse.Namespace, Setup], dict[str, Any]],
+                   report: Callable[[dict[str, Any]], None]) -> int:
+    """A feature suite's ``main``: claim the cores, run ``suite``, save its JSON to ``args.output``, print it."""
+    refused = claim_cores(args)
+    if refused is not None:
+        return refused
+    results = run_with_children(args, prefix, suite)
+    if isinstance(results, int):
+        return results
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    report(results)
+    print(f"\nresults written to {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     refused = claim_cores(args)
