@@ -423,3 +423,98 @@ async def test_redis_down(policy: str) -> None:
     finally:
         await ledger.close()
         await guard.close()
+
+
+# -- leases (Redis) --------------------------------------------------------------------------------
+BIG = BudgetLimit("team:big", D(1000), "monthly")  # a thousandth: $1, a lease of 100 requests of $0.01
+
+
+async def test_redis_leases_a_big_budget_ahead_and_settles_through_the_lease(
+    redis_url: str, redis_key_prefix: str
+) -> None:
+    guard = make_guard(redis_url, redis_key_prefix)
+    ledger = RedisLedger(guard, Seeds(), clock=Clock())
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    key = f"{redis_key_prefix}bud:team:big:m2031-11"
+    try:
+        first = await ledger.reserve([BIG], D("0.01"))
+        assert await client.hgetall(key) == {"spent": "0", "reserved": str(10_000_000 + 1_000_000_000)}
+        assert await ledger.status(BIG) == (D(0), D("0.01"))  # its own lease is not a request's hold
+        calls = guard.calls
+        held = [await ledger.reserve([BIG], D("0.01")) for _ in range(100)]
+        assert guard.calls == calls and ledger.leased == 100 and ledger.asked == 1  # no round trip
+        for reservation in [first, *held]:
+            ledger.settle_nowait(reservation, D("0.004"))
+        await ledger.reserve([BIG], D("0.01"))  # the lease has room again (it got the holds back)
+        assert ledger.asked == 1
+        spent, reserved = await ledger.status(BIG)
+        assert spent == D("0.404") and reserved == D("0.01")
+        stored = await client.hgetall(key)
+        assert int(stored["spent"]) == 404_000_000
+        assert int(stored["reserved"]) == 1_010_000_000 - 404_000_000  # the lease paid the costs
+    finally:
+        await ledger.close()
+        await guard.close()
+    try:  # closed: the lease went back, only the open request's $0.01 stays held
+        stored = await client.hgetall(key)
+        assert int(stored["reserved"]) == 10_000_000 and int(stored["spent"]) == 404_000_000
+    finally:
+        await client.aclose()
+
+
+async def test_redis_small_budgets_are_decided_in_redis_every_time(redis_url: str, redis_key_prefix: str) -> None:
+    guard = make_guard(redis_url, redis_key_prefix)
+    ledger = RedisLedger(guard, Seeds(), clock=Clock())
+    try:
+        for _ in range(3):  # a thousandth of $10 is less than one request's $0.02: no lease
+            await ledger.reserve([TEAM], D("0.02"))
+        assert ledger.asked == 3 and ledger.leased == 0 and not ledger._leases
+    finally:
+        await ledger.close()
+        await guard.close()
+
+
+async def test_redis_idle_leases_go_back_and_forget_drops_them(
+    redis_url: str, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gomodel_proxy.billing import ledger as ledger_module  # noqa: PLC0415
+
+    monkeypatch.setattr(ledger_module, "LEASE_IDLE_S", 0.1)
+    guard = make_guard(redis_url, redis_key_prefix)
+    ledger = RedisLedger(guard, Seeds(), clock=Clock())
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    key = f"{redis_key_prefix}bud:team:big:m2031-11"
+    try:
+        reservation = await ledger.reserve([BIG], D("0.01"))
+        ledger.settle_nowait(reservation, D("0.01"))
+        await asyncio.sleep(0.35)
+        assert await client.hgetall(key) == {"spent": "10000000", "reserved": "0"}
+        assert not ledger._leases
+        await ledger.reserve([BIG], D("0.01"))
+        assert ledger._leases
+        await ledger.forget(BIG.id)
+        assert not ledger._leases and await client.exists(key) == 0
+    finally:
+        await client.aclose()
+        await ledger.close()
+        await guard.close()
+
+
+async def test_redis_leasing_instances_never_overshoot(redis_url: str, redis_key_prefix: str) -> None:
+    budget = BudgetLimit("team:leased", D(10), "monthly")  # a thousandth: $0.01, leases of 10 requests
+    amount = D("0.001")
+    guards = [make_guard(redis_url, redis_key_prefix) for _ in range(3)]
+    ledgers = [RedisLedger(guard, Seeds(), clock=Clock()) for guard in guards]
+    try:
+        passed = 0
+        for _ in range(40):  # waves of 300 reservations on two instances, all settled at their worst case
+            passed += await _race(ledgers[:2], budget, amount, amount, 300, watch=ledgers[2])
+        assert sum(ledger.leased for ledger in ledgers[:2]) > 0
+        assert 10_000 - 2 * 10 <= passed <= 10_000  # all but at most a lease per instance was used
+        spent, _ = await ledgers[2].status(budget)
+        assert spent == passed * amount <= budget.max_usd
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
+        for guard in guards:
+            await guard.close()

@@ -238,3 +238,114 @@ async def test_outage_then_recovery_after_retry_s(make_guard: MakeGuard, redis_u
     finally:
         if proxy.server is not None:
             await proxy.stop()
+
+
+# -- leases ---------------------------------------------------------------------------------------------
+async def _level(raw: aioredis.Redis, prefix: str, name: str) -> float:
+    return float((await raw.hgetall(f"{prefix}rl:{name}"))["tokens"])
+
+
+async def test_a_big_bucket_is_leased_ahead_and_served_without_redis(
+    make_guard: MakeGuard, raw: aioredis.Redis, redis_key_prefix: str
+) -> None:
+    guard = await make_guard()
+    rl = RedisRateLimiter(guard, lease_share=10)  # a tenth ahead, so that the slow refill shows the amounts
+    limit = Limit("key:big", rpm=1_000, tpm=0)  # a lease of 100 requests; refills 16.7 a second
+    first = await rl.acquire([limit], 0)
+    assert first.allowed and first.remaining_requests == 999  # as if only this request had been taken
+    assert 899 <= await _level(raw, redis_key_prefix, "key:big:rpm") < 901  # 1 + 100 leased
+    calls = guard.calls
+    served = [await rl.acquire([limit], 0) for _ in range(100)]
+    assert all(d.allowed for d in served) and guard.calls == calls  # the lease, no round trip
+    assert [d.remaining_requests for d in served[:3]] == [998, 997, 996]
+    assert rl.leased == 100 and rl.asked == 1
+    await rl.acquire([limit], 0)  # the lease is used up: Redis again, with a new lease
+    assert guard.calls == calls + 1 and rl.asked == 2
+    assert 798 <= await _level(raw, redis_key_prefix, "key:big:rpm") < 805
+
+
+async def test_small_buckets_and_lease_share_zero_are_decided_in_redis_every_time(make_guard: MakeGuard) -> None:
+    guard = await make_guard()
+    small = RedisRateLimiter(guard)
+    for _ in range(5):
+        assert (await small.acquire([Limit("key:small", rpm=999, tpm=999)], 1)).allowed
+    assert small.asked == 5 and small.leased == 0
+    exact = RedisRateLimiter(guard, lease_share=0)
+    for _ in range(5):
+        assert (await exact.acquire([Limit("key:exact", rpm=100_000, tpm=0)], 0)).allowed
+    assert exact.asked == 5 and exact.leased == 0
+
+
+async def test_idle_leases_and_a_closed_limiter_give_their_units_back(
+    make_guard: MakeGuard, raw: aioredis.Redis, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gomodel_proxy.limits import redis_limiter  # noqa: PLC0415
+
+    monkeypatch.setattr(redis_limiter, "LEASE_IDLE_S", 0.1)
+    guard = await make_guard()
+    rl = RedisRateLimiter(guard)
+    limit = Limit("key:idle", rpm=60_000, tpm=60_000)  # leases of 60 requests and 60 tokens
+    assert (await rl.acquire([limit], 10)).allowed
+    assert await _level(raw, redis_key_prefix, "key:idle:rpm") < 59_940
+    assert await _level(raw, redis_key_prefix, "key:idle:tpm") < 59_931
+    await asyncio.sleep(0.35)  # idle past LEASE_IDLE_S: the sweep hands the units back with the next batch
+    assert 59_999 <= await _level(raw, redis_key_prefix, "key:idle:rpm") <= 60_000
+    assert 59_990 <= await _level(raw, redis_key_prefix, "key:idle:tpm") <= 60_000
+    assert not rl._leases
+
+    other = Limit("key:closing", rpm=60_000, tpm=0)
+    assert (await rl.acquire([other], 0)).allowed
+    await rl.close()
+    await guard.close()  # sends what waits: the lease's 60 units
+    assert 59_999 <= await _level(raw, redis_key_prefix, "key:closing:rpm") <= 60_000
+
+
+async def test_token_corrections_go_to_the_lease_and_its_excess_or_debt_to_redis(
+    make_guard: MakeGuard, raw: aioredis.Redis, redis_key_prefix: str
+) -> None:
+    guard = await make_guard()
+    rl = RedisRateLimiter(guard, lease_share=10)
+    limit = Limit("key:tok", rpm=0, tpm=1_000)  # block of 100 tokens; refills 16.7 a second
+    assert (await rl.acquire([limit], 50)).allowed  # 50 + 100 leased
+    lease = rl._leases[f"{redis_key_prefix}rl:key:tok:tpm"]
+    assert lease.held == 100
+    rl.charge_nowait([limit], -30)  # an over-estimate given back: kept in the lease
+    assert lease.held == 130
+    rl.charge_nowait([limit], -100)  # 230 > twice the block: the surplus over one block goes back to Redis
+    assert lease.held == 100
+    await asyncio.sleep(0.05)
+    assert 980 <= await _level(raw, redis_key_prefix, "key:tok:tpm") < 984  # 1,000 - 150 + 130
+    rl.charge_nowait([limit], 160)  # used more than estimated, beyond the lease: the debt goes to Redis
+    assert lease.held == 0
+    await asyncio.sleep(0.05)
+    assert 920 <= await _level(raw, redis_key_prefix, "key:tok:tpm") < 926  # and 160 - 100 more
+
+
+async def test_a_refusal_by_an_exact_bucket_takes_nothing_from_a_lease(make_guard: MakeGuard) -> None:
+    rl = RedisRateLimiter(await make_guard())
+    big, small = Limit("key:b", rpm=100_000, tpm=0), Limit("user:s", rpm=1, tpm=0)
+    assert (await rl.acquire([big], 0)).allowed  # leases 100 of key:b
+    lease = next(iter(rl._leases.values()))
+    assert lease.held == 100
+    assert (await rl.acquire([big, small], 0)).allowed  # key:b from the lease, user:s in Redis
+    assert lease.held == 99
+    refused = await rl.acquire([big, small], 0)
+    assert not refused.allowed and refused.refused_by == "user:s rpm"
+    assert lease.held == 99
+
+
+async def test_two_instances_with_leases_never_admit_more_than_the_limit(make_guard: MakeGuard) -> None:
+    limiters = [RedisRateLimiter(await make_guard()) for _ in range(2)]
+    for limiter in limiters:
+        await limiter.acquire([Limit("key:warm2", 1000, 0)], 0)
+    limit = Limit("key:hot2", rpm=5_000, tpm=0)  # leases of 5
+    started = time.monotonic()
+    decisions = []
+    for _ in range(120):  # waves of 50 concurrent requests, as under load: leases form between waves
+        decisions += await asyncio.gather(*(limiters[i % 2].acquire([limit], 0) for i in range(50)))
+    elapsed = time.monotonic() - started
+    allowed = sum(d.allowed for d in decisions)
+    refilled = math.floor(elapsed * 5_000 / 60)
+    assert allowed <= 5_000 + refilled
+    assert allowed >= 5_000 - 2 * 5  # at most a lease per instance left unused
+    assert sum(limiter.leased for limiter in limiters) > 0
