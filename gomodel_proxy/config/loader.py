@@ -329,12 +329,11 @@ def _check_governance(config: Config, builder: _Builder, raw: Mapping[str, Any])
             problems.append(f"{where}: not a Redis URL (not shown: it may hold a password); "
                             "write it as redis://[:password@]host:6379/0")
         else:
-            # redis-py's own reading of the URL (as the limiters will read it); its messages name the part,
-            # never the password. Imported only when a URL is configured.
-            from redis.asyncio.connection import parse_url  # noqa: PLC0415
+            # Read as the limiters will read it; the messages name the part, never the password.
+            from gomodel_proxy.limits.resp import parse_redis_url  # noqa: PLC0415
 
             try:
-                parse_url(url)
+                parse_redis_url(url)
             except ValueError as exc:
                 problems.append(f"{where}: {exc}; write it as redis://[:password@]host:6379/0")
     if config.features.admin_api and not config.server.master_key:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gomodel_proxy.limits.resp import RespConnection, RespError, RespPipeline, encode
+from gomodel_proxy.limits.resp import RespConnection, RespError, RespPipeline, encode, parse_redis_url
 
 
 def test_encode_writes_an_array_of_bulk_strings() -> None:
@@ -154,3 +154,25 @@ async def test_closing_a_pipeline_mid_round_trip_cancels_its_callers(
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert not pipeline.connection.connected
+
+
+@pytest.mark.parametrize(("url", "parsed"), [
+    ("redis://127.0.0.1:6379/0", {"host": "127.0.0.1", "port": 6379, "db": 0, "tls": False}),
+    ("redis://:pw@cache:6380/3", {"host": "cache", "port": 6380, "password": "pw", "db": 3, "tls": False}),
+    ("rediss://bob:p%40ss@cache/2", {"host": "cache", "username": "bob", "password": "p@ss", "db": 2, "tls": True}),
+    ("unix:///run/redis.sock?db=4", {"path": "/run/redis.sock", "db": 4, "tls": False}),
+    ("redis://cache/1?db=5", {"host": "cache", "db": 5, "tls": False}),
+])
+def test_redis_urls_read_as_redis_py_reads_them(url: str, parsed: dict[str, object]) -> None:
+    assert parse_redis_url(url) == parsed
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://cache:6379", "schemes"),
+    ("redis://:s3cret@cache:63x9/0", "Port could not be cast"),
+    ("redis://:s3cret@cache/zero", "Database could not be cast"),
+])
+def test_a_bad_redis_url_names_the_part_and_never_the_password(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says) as caught:
+        parse_redis_url(url)
+    assert "s3cret" not in str(caught.value)
