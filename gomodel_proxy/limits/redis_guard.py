@@ -4,9 +4,11 @@ Rate limits and budgets keep their counters in Redis when several instances must
 
 *Pipelining.* Script calls queue up and go to Redis together: while one batch is on the wire, the
 calls made meanwhile (under load: the admissions and settlements of many requests) wait and form the
-next batch, one write and one read each. Settlements on the same counters within a batch add up into
-one call (``submit(..., additive=n)``). Calls are EVALSHA; a Redis that lost its script cache
-(restart, SCRIPT FLUSH) gets the scripts again and those calls are retried once.
+next batch, one write and one read each. Settlements (``submit``: nobody waits for them) linger up to
+``LINGER_S`` for company unless a waited-for call goes first, and those on the same counters add up into
+one call (``submit(..., additive=n)``): at low load too, many requests' settlements share a round trip.
+Calls are EVALSHA; a Redis that lost its script cache (restart, SCRIPT FLUSH) gets the scripts again and
+those calls are retried once.
 
 *Failures.* A Redis that cannot be connected to, or leaves a batch unanswered for ``redis.timeout_ms``,
 counts as down for ``redis.retry_s``: meanwhile no request waits on it, and each limiter applies
@@ -29,6 +31,9 @@ from gomodel_proxy.limits.resp import RespConnection, RespError
 
 #: The most calls sent in one batch (more wait for the next).
 _BATCH = 512
+#: Seconds a settlement waits for others before it is sent alone (the counters lag that much, on the side
+#: of caution: a budget's hold stays reserved meanwhile).
+LINGER_S = 0.02
 
 
 class RedisUnavailable(Exception):
@@ -66,6 +71,7 @@ class RedisGuard:
         self._merged: dict[tuple[str, ...], tuple[Script, list[str], list[Any]]] = {}
         self._sender: asyncio.Task[None] | None = None
         self._scheduled = False
+        self._linger: asyncio.TimerHandle | None = None
         #: Requests answered by the failure policy (not by Redis) since start.
         self.degraded = 0
         #: Batches sent, and the calls they carried (their ratio is the batching achieved).
@@ -108,7 +114,8 @@ class RedisGuard:
                 summed = pending[2]
                 for i in range(additive):
                     summed[i] = int(summed[i]) + int(args[i])
-        self._schedule()
+        if not self._scheduled and self._sender is None and self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._lingered)
 
     def refuse_or_pass(self, what: str) -> None:
         """Apply the failure policy: return (fail open) or raise 503 (fail closed)."""
@@ -126,6 +133,10 @@ class RedisGuard:
         if not self._scheduled and self._sender is None:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._start_sender)
+
+    def _lingered(self) -> None:
+        self._linger = None
+        self._start_sender()
 
     def _start_sender(self) -> None:
         self._scheduled = False
@@ -211,6 +222,9 @@ class RedisGuard:
 
     async def close(self) -> None:
         """Send what waits (settlements), then close the connection."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._sender is None and (self._queue or self._merged):
             self._start_sender()
         if self._sender is not None:

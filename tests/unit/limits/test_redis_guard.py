@@ -112,3 +112,23 @@ async def test_additive_submissions_of_one_loop_turn_are_sent_as_one_call(redis_
         assert guard.calls == 4  # the three on one key went as one call
     finally:
         await guard.close()
+
+
+async def test_settlements_linger_for_company_then_go_on_their_own(redis_url: str, redis_key_prefix: str) -> None:
+    from gomodel_proxy.limits.redis_guard import LINGER_S  # noqa: PLC0415
+
+    guard = RedisGuard(RedisConfig(url=redis_url, key_prefix=redis_key_prefix), Log())
+    script = guard.script(INCR)
+    key = f"{redis_key_prefix}lingering"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        guard.submit(script, [key], [1], additive=1)
+        await asyncio.sleep(LINGER_S / 4)
+        guard.submit(script, [key], [2], additive=1)  # a later request's: joins the first
+        assert guard.pipelines == 0  # nothing sent yet
+        await asyncio.sleep(LINGER_S * 3)
+        assert guard.pipelines == 1 and guard.calls == 1
+        assert int(await client.get(key)) == 3
+    finally:
+        await client.aclose()
+        await guard.close()
