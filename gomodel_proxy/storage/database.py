@@ -191,6 +191,22 @@ class Database:
         async with self.engine.connect() as conn:
             yield conn
 
+    async def connect_driver(self) -> Any:
+        """A new asyncpg connection of its own, outside the pool, made from the same URL and ``schema``
+        (PostgreSQL only; the caller closes it): for bulk work that SQLAlchemy's per-call overhead would
+        dominate (the usage writer's ``COPY``)."""
+        if self.backend != "postgresql":
+            raise DatabaseError("a driver connection of its own is for PostgreSQL only")
+        import asyncpg  # type: ignore[import-untyped]  # noqa: PLC0415 - PostgreSQL only
+
+        # The arguments SQLAlchemy's asyncpg dialect passes to asyncpg.connect(), less its adapter's own.
+        cargs, cparams = self.engine.dialect.create_connect_args(self.url)
+        for adapter_only in ("async_creator_fn", "prepared_statement_cache_size", "prepared_statement_name_func"):
+            cparams.pop(adapter_only, None)
+        if self.schema is not None:
+            cparams["server_settings"] = {"search_path": self.schema}
+        return await asyncpg.connect(*cargs, **cparams)
+
     # -- engine ---------------------------------------------------------------------------------
     def _create_engine(self) -> AsyncEngine:
         kwargs: dict[str, Any] = {}

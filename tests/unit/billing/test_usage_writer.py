@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -351,3 +351,138 @@ async def test_a_hanging_database_times_out_to_the_spool(db: Database, tmp_path:
     await wait_until(lambda: again.replayed == 20)
     await again.close()
     assert sorted(await table_ids(db)) == sorted(r["id"] for r in rows)
+
+
+# -- the PostgreSQL path (COPY into a stage table on the writer's own asyncpg connection) -------------
+def pg_only(db: Database) -> None:
+    if db.backend != "postgresql":
+        pytest.skip("the writer's COPY path is PostgreSQL's")
+
+
+async def stored_rows(db: Database) -> dict[str, dict[str, Any]]:
+    async with db.connect_once() as conn:
+        return {r["id"]: dict(r) for r in (await conn.execute(select(usage_records))).mappings().all()}
+
+
+async def test_rows_land_with_their_values_and_types(db: Database, tmp_path: Path) -> None:
+    """On both backends: every column as written, ``created_at`` in any zone or as a spooled ISO string
+    stored as UTC, and a row missing columns (a spool file of an older version) gets the defaults."""
+    plus2 = datetime(2026, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))  # = T0
+    full = make_row(1, estimated=True, error="boom", outcome="upstream_error", cost=1.5)
+    zoned = make_row(2, created_at=plus2, stream=False, ttfb_ms=None)
+    spooled = orjson.loads(orjson.dumps(make_row(3)))  # created_at as "2026-03-01T12:00:00+00:00"
+    short = {"id": new_call_id(), "request_id": "r-short", "created_at": T0, "provider": "p", "model": "m",
+             "endpoint": "/v1/embeddings", "status": 500}
+    w = writer(db, tmp_path)
+    await w.start()
+    for row in (full, zoned, spooled, short):
+        w.submit(row)
+    await w.close()
+    assert w.written == 4 and w.rejected == 0 and w.spooled == 0
+    stored = await stored_rows(db)
+    for row in (full, zoned, spooled):
+        got = stored[row["id"]]
+        assert got["created_at"] == T0 and got["created_at"].tzinfo is not None
+        for column in _COLUMN_NAMES - {"created_at"}:
+            assert got[column] == row[column], column
+            assert type(got[column]) is type(row[column]), column
+    assert stored[full["id"]]["estimated"] is True and stored[full["id"]]["error"] == "boom"
+    assert stored[zoned["id"]]["stream"] is False and stored[zoned["id"]]["ttfb_ms"] is None
+    assert isinstance(stored[full["id"]]["cost"], float) and isinstance(stored[full["id"]]["status"], int)
+    got = stored[short["id"]]
+    assert (got["model_requested"], got["stream"], got["input_tokens"], got["cost"], got["outcome"]) == (
+        "", False, 0, 0.0, "ok")
+    assert got["key_id"] is None and got["ttfb_ms"] is None and got["created_at"] == T0
+    if db.backend == "postgresql":  # UTC without an offset, as UTCDateTime stores it
+        async with db.connect_once() as conn:
+            raw = (await conn.execute(text("SELECT created_at::text FROM usage_records WHERE id = :id"),
+                                      {"id": zoned["id"]})).scalar_one()
+        assert raw == "2026-03-01 12:00:00"
+
+
+_COLUMN_NAMES = {c.name for c in usage_records.columns}
+
+
+async def test_postgres_duplicates_in_a_batch_and_across_batches_are_one_row(db: Database, tmp_path: Path) -> None:
+    pg_only(db)
+    w = writer(db, tmp_path, batch_size=10)
+    await w.start()
+    rows = [make_row(i) for i in range(8)]
+    for row in [*rows, dict(rows[0]), dict(rows[3])]:  # one batch of 10 holding two duplicates
+        w.submit(row)
+    await wait_until(lambda: w.written == 10)
+    assert w._pg is not None  # the COPY path, on the writer's own connection
+    for row in rows[:5]:  # again, later: a replay of rows already written
+        w.submit(dict(row))
+    await w.close()
+    assert sorted(await table_ids(db)) == sorted(r["id"] for r in rows)
+    assert w.written == 15 and w.rejected == 0 and w.state == "ok" and w._pg is None  # closed
+
+
+async def test_postgres_rows_refused_as_data_go_to_the_rejected_file(db: Database, tmp_path: Path) -> None:
+    """Refused by the server (too long: SQLSTATE 22001; NULL in a NOT NULL column: 23502) or by the driver
+    (a value it cannot encode for the column): set aside, the batch's other rows land, nothing goes down."""
+    pg_only(db)
+    w = writer(db, tmp_path, batch_size=50, flush_interval_s=0.2)
+    await w.start()
+    good = [make_row(i) for i in range(6)]
+    bad = [make_row(90, request_id="r" * 200), make_row(91, provider=None), make_row(92, status="two hundred"),
+           make_row(93, created_at="2026-03-01T12:00:00")]  # naive once read back from a spool file
+    for row in [good[0], bad[0], good[1], bad[1], good[2], bad[2], good[3], bad[3], *good[4:]]:
+        w.submit(row)
+    await wait_until(lambda: w.rejected == 4)
+    more = make_row(7)
+    w.submit(more)  # the connection is still good after the refusals
+    await wait_until(lambda: w.written == 11)
+    await w.close()
+    assert sorted(await table_ids(db)) == sorted(r["id"] for r in [*good, more])
+    rejected = spool_lines(tmp_path / f"usage-rejected-{os.getpid()}.jsonl")
+    assert sorted(r["id"] for r in rejected) == sorted(r["id"] for r in bad)
+    assert w.state == "ok" and w.spooled == 0 and "usage_database_down" not in w.log.names()
+    assert w.log.names().count("usage_row_rejected") == 4
+
+
+async def test_postgres_a_connection_cut_while_idle_is_replaced_without_going_down(
+    db: Database, tmp_path: Path
+) -> None:
+    pg_only(db)
+    w = writer(db, tmp_path)
+    await w.start()
+    first = [make_row(i) for i in range(5)]
+    for row in first:
+        w.submit(row)
+    await wait_until(lambda: w.written == 5)
+    pid = w._pg.get_server_pid()
+    async with db.connect_once() as conn:  # as a server restart or an idle timeout would
+        await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await asyncio.sleep(0.1)
+    second = [make_row(i) for i in range(5)]
+    for row in second:
+        w.submit(row)
+    await wait_until(lambda: w.written == 10)
+    assert w._pg.get_server_pid() != pid
+    await w.close()
+    assert sorted(await table_ids(db)) == sorted(r["id"] for r in [*first, *second])
+    assert w.state == "ok" and w.spooled == 0 and "usage_database_down" not in w.log.names()
+
+
+async def test_postgres_unreachable_from_the_start_spools_then_replays(db: Database, tmp_path: Path) -> None:
+    pg_only(db)
+    rows = [make_row(i) for i in range(30)]
+    async with Outage(db) as outage:
+        await outage.down()  # before the writer ever opened its connection
+        w = writer(outage.target, tmp_path, flush_timeout_s=2)
+        await w.start()
+        for row in rows[:20]:
+            w.submit(row)
+        await wait_until(lambda: w.spooled == 20 and w.state == "spooling")
+        assert w.written == 0 and "usage_database_down" in w.log.names()
+        assert [r["id"] for r in spool_lines(w.spool_path)] == [r["id"] for r in rows[:20]]
+        await outage.up()
+        for row in rows[20:]:  # spooled too while the writer still counts the database as down
+            w.submit(row)
+        await wait_until(lambda: w.state == "ok" and w.replayed + w.written == 30, timeout=8)
+        assert w.replayed >= 20 and not w.spool_path.exists()
+        await w.close()
+    assert sorted(await table_ids(db)) == sorted(r["id"] for r in rows)
+    assert not list(tmp_path.glob("usage-spool-*"))
