@@ -43,6 +43,12 @@ _IPV6_RE: Final = re.compile(
 _PHONE_WINDOW_RE: Final = re.compile(r"[+\d(](?<![\w+][+\d(])[\d \t().\-/]{5,}\d")
 _DATE_RE: Final = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}")
 _NON_DIGIT_RE: Final = re.compile(r"\D")
+_DIGIT_RE: Final = re.compile(r"\d")
+_ASCII_DIGITS: Final = b"0123456789"
+#: Fewer digits than this in a window: not a phone number (nor worth libphonenumber's time).
+_PHONE_MIN_DIGITS: Final = 7
+#: The most digits a pattern needs (a card number's 13): counting further is of no use.
+_MOST_DIGITS_NEEDED: Final = 13
 
 # ISO 13616 IBAN lengths per country: a length check on top of mod-97 makes random matches ~100x rarer.
 _IBAN_LENGTHS: Final[dict[str, int]] = {
@@ -76,6 +82,18 @@ def luhn_ok(digits: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+def count_digits(text: str) -> int:
+    """The decimal digits in ``text`` as the patterns' ``\\d`` sees them (Unicode digits too), exact up to
+    ``_MOST_DIGITS_NEEDED`` (at least that many above it). The ASCII ones are counted by deleting them from the
+    UTF-8 bytes (no other character encodes to those bytes): a regex would step through the text char by char,
+    and is run only on non-ASCII text with too few ASCII digits to settle every gate."""
+    raw = text.encode("utf-8", "surrogatepass")  # ASCII text: a plain copy; a lone surrogate: no crash
+    digits = len(raw) - len(raw.translate(None, _ASCII_DIGITS))
+    if digits >= _MOST_DIGITS_NEEDED or text.isascii():
+        return digits
+    return len(_DIGIT_RE.findall(text))
 
 
 def _ssn_ok(area: str, group: str, serial: str) -> bool:
@@ -126,24 +144,32 @@ class PIIDetector:
         self._region = (default_region or "US").upper()
 
     def find(self, text: str) -> list[Finding]:
-        """Non-overlapping findings sorted by start; on overlap the longest span wins."""
+        """Non-overlapping findings sorted by start; on overlap the longest span wins.
+
+        A pattern runs only on text holding what no match of it can do without: most prompts have no ``@``
+        (email) and too few digits for anything else but an IPv6 address (which may be all hex letters). The
+        order is kept: phone numbers last, after the kinds whose spans they defer to."""
         found: list[Finding] = []
         kinds = self._kinds
         if "email" in kinds and "@" in text:
             found.extend(self._emails(text))
-        if "ssn" in kinds:
+        digits = count_digits(text)
+        if "ssn" in kinds and digits >= 9 and "-" in text:
             found.extend(
                 Finding("ssn", m.start(), m.end())
                 for m in _SSN_RE.finditer(text)
                 if _ssn_ok(m.group()[:3], m.group(1), m.group(2))
             )
-        if "credit_card" in kinds:
+        if "credit_card" in kinds and digits >= _MOST_DIGITS_NEEDED:
             found.extend(self._cards(text))
-        if "iban" in kinds:
+        if "iban" in kinds and digits >= 2:  # the check digits; the rest may be letters
             found.extend(self._ibans(text))
         if "ip" in kinds:
-            found.extend(self._ips(text))
-        if "phone" in kinds:
+            if digits >= 4 and "." in text:
+                found.extend(self._ipv4s(text))
+            if ":" in text:
+                found.extend(self._ipv6s(text))
+        if "phone" in kinds and digits >= _PHONE_MIN_DIGITS:
             found.extend(self._phones(text, found))
         return _resolve_overlaps(found)
 
@@ -189,24 +215,25 @@ class PIIDetector:
                 end = raw.rfind(" ", 0, end)
 
     @staticmethod
-    def _ips(text: str) -> Iterable[Finding]:
-        if "." in text:
-            for m in _IPV4_RE.finditer(text):
-                try:
-                    ipaddress.IPv4Address(m.group())
-                except ValueError:
-                    continue
-                yield Finding("ip", m.start(), m.end())
-        if ":" in text:
-            for m in _IPV6_RE.finditer(text):
-                token = m.group()
-                if not any(ch not in ":." for ch in token):  # bare "::" is syntax, not an address
-                    continue
-                try:
-                    ipaddress.IPv6Address(token)
-                except ValueError:
-                    continue
-                yield Finding("ip", m.start(), m.end())
+    def _ipv4s(text: str) -> Iterable[Finding]:
+        for m in _IPV4_RE.finditer(text):
+            try:
+                ipaddress.IPv4Address(m.group())
+            except ValueError:
+                continue
+            yield Finding("ip", m.start(), m.end())
+
+    @staticmethod
+    def _ipv6s(text: str) -> Iterable[Finding]:
+        for m in _IPV6_RE.finditer(text):
+            token = m.group()
+            if not any(ch not in ":." for ch in token):  # bare "::" is syntax, not an address
+                continue
+            try:
+                ipaddress.IPv6Address(token)
+            except ValueError:
+                continue
+            yield Finding("ip", m.start(), m.end())
 
     def _phones(self, text: str, taken: list[Finding]) -> Iterable[Finding]:
         """``taken``: what the checksummed kinds found; a digit run inside one of them (a card number) is not
@@ -215,7 +242,7 @@ class PIIDetector:
         for m in _PHONE_WINDOW_RE.finditer(text):
             span = m.group()
             digits = len(_NON_DIGIT_RE.sub("", span))
-            if digits < 7 or _DATE_RE.fullmatch(span):
+            if digits < _PHONE_MIN_DIGITS or _DATE_RE.fullmatch(span):
                 continue
             if digits > 11 and span.isdigit():  # a bare run of 12+ digits: an id, a timestamp, not a phone
                 continue
@@ -270,8 +297,10 @@ class Redactor:
     def redact(self, text: str) -> tuple[str, list[Finding]]:
         """Text with PII replaced, plus the findings (offsets into the original text)."""
         findings = self._detector.find(text)
-        if not findings:
-            return text, findings
+        return (self.replace(text, findings) if findings else text), findings
+
+    def replace(self, text: str, findings: list[Finding]) -> str:
+        """Text with ``findings`` (this text's, as ``PIIDetector.find`` gives them) replaced by placeholders."""
         parts: list[str] = []
         pos = 0
         for f in findings:
@@ -279,7 +308,7 @@ class Redactor:
             parts.append(self._placeholder(f.kind, text[f.start : f.end]))
             pos = f.end
         parts.append(text[pos:])
-        return "".join(parts), findings
+        return "".join(parts)
 
     def placeholder(self, kind: PIIKind, value: str) -> str:
         """The placeholder standing for ``value`` (issued now if it is new)."""

@@ -22,6 +22,8 @@ SystemPromptMode = Literal["prepend", "append", "replace"]
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
 #: Parts of a Responses message whose ``text`` the model reads.
 _RESPONSES_TEXT_PARTS = frozenset({"input_text", "output_text"})
+#: Parts of a chat or Messages message whose ``text`` the model reads.
+_TEXT_PARTS = frozenset({"text"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 _SEPARATOR = "\n\n"
 
@@ -55,7 +57,7 @@ def input_slots(api: GuardedApi, body: dict[str, Any]) -> list[TextSlot]:
     slots: list[TextSlot] = []
     if api == "chat":
         for msg in _dicts(body.get("messages")):
-            _content(msg, "content", _role(msg.get("role")), frozenset({"text"}), slots)
+            _content(msg, "content", _role(msg.get("role")), _TEXT_PARTS, slots)
     elif api == "responses":
         if isinstance(body.get("instructions"), str):
             slots.append(TextSlot(body, "instructions", "system"))
@@ -69,7 +71,7 @@ def input_slots(api: GuardedApi, body: dict[str, Any]) -> list[TextSlot]:
             elif kind == "function_call_output":
                 _content(item, "output", "tool", _RESPONSES_TEXT_PARTS, slots)
     elif api == "messages":
-        _content(body, "system", "system", frozenset({"text"}), slots)
+        _content(body, "system", "system", _TEXT_PARTS, slots)
         for msg in _dicts(body.get("messages")):
             role = _role(msg.get("role"))
             content = msg.get("content")
@@ -80,7 +82,7 @@ def input_slots(api: GuardedApi, body: dict[str, Any]) -> list[TextSlot]:
                 if block.get("type") == "text" and isinstance(block.get("text"), str):
                     slots.append(TextSlot(block, "text", role))
                 elif block.get("type") == "tool_result":
-                    _content(block, "content", "tool", frozenset({"text"}), slots)
+                    _content(block, "content", "tool", _TEXT_PARTS, slots)
     return slots
 
 

@@ -61,6 +61,9 @@ class Guardrails:
         self.metrics = metrics
         self.audit = audit
         self.logger = logger
+        #: The guardrails of each applicable tuple that review whole answers (``review_output``), worked
+        #: out once per tuple (the tuples come from ``GuardrailSet.applicable``: a handful).
+        self._reviewers: dict[tuple[Guardrail, ...], tuple[Guardrail, ...]] = {}
 
     async def process(self, ctx: RequestContext, call_next: Handler) -> Any:
         call = ctx.call
@@ -86,12 +89,19 @@ class Guardrails:
 
     async def _answer(self, ctx: RequestContext, call_next: Handler, req: GuardedRequest,
                       active: tuple[Guardrail, ...]) -> Any:
-        reviewers = [g for g in active if type(g).review_output is not BaseGuardrail.review_output]
+        reviewers = self._reviewers.get(active)
+        if reviewers is None:
+            if len(self._reviewers) > 1024:  # scoping gives few distinct tuples; bounded all the same
+                self._reviewers.clear()
+            reviewers = self._reviewers[active] = tuple(
+                g for g in active if type(g).review_output is not BaseGuardrail.review_output)
 
         def make() -> TextFilter:
             # The pattern filters share one hold-back window (theirs would add up), ahead of the others
             # (restoring placeholders), which then see text no pattern holds any more.
             filters = flatten([f for g in active if (f := g.process_output(req)) is not None])
+            if not filters:
+                return _PassThrough()
             windows = [f for f in filters if isinstance(f, WindowedFilter)]
             if len(windows) > 1:
                 filters = [merge_windows(windows), *(f for f in filters if not isinstance(f, WindowedFilter))]
