@@ -39,6 +39,16 @@ from run import (
 )
 
 
+#: ``--without``: how each part of the production chain is turned off in perf.py's config.
+WITHOUT = {
+    "rate_limiting": ("features:\n", "features:\n  rate_limiting: false\n"),
+    "budgets": ("features:\n", "features:\n  budgets: false\n"),
+    "usage": ("usage_tracking: true", "usage_tracking: false"),
+    "audit": ("audit_logging: true", "audit_logging: false"),
+    "guardrails": ("features:\n", "features:\n  guardrails: false\n"),
+}
+
+
 def suite(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     py_spy = find_py_spy()
     if py_spy is None:
@@ -49,7 +59,13 @@ def suite(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
         raise SystemExit(f"perf_profile: {prod.problem}")
     try:
         name = f"gateway-{args.system}"
-        gateway, _ = spawn_gateway(setup, gateway_config(setup, mock.port, name, prod), name)
+        config = gateway_config(setup, mock.port, name, prod)
+        text = config.read_text()
+        for feature in args.without:  # the production chain less some of its parts
+            old, new = WITHOUT[feature]
+            text = text.replace(old, new, 1)
+        config.write_text(text)
+        gateway, _ = spawn_gateway(setup, config, name)
         if prod is not None:
             gateway.key = create_virtual_key(gateway.port)
         load = Load(setup)
@@ -74,6 +90,8 @@ def suite(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description="py-spy profile of a perf.py gateway under wrk")
     p.add_argument("system", choices=("bare", "prod"))
+    p.add_argument("--without", action="append", default=[], choices=sorted(WITHOUT),
+                   help="prod: turn this part of the chain off (repeatable)")
     p.add_argument("--concurrency", "-c", type=int, default=32)
     p.add_argument("--duration", "-d", type=float, default=8.0)
     p.add_argument("--rate", type=int, default=400, help="py-spy samples per second")
