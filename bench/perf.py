@@ -386,6 +386,9 @@ class Run:
                     print(f"{name}: ready on port {got.port}")
         time.sleep(0.5)
         self.rss_idle = {name: tree_rss(s.pid) for name, s in self.systems.items()}
+        self.rss_rounds: dict[str, list[float]] = {}
+        self.rss_after: dict[str, float] = {}
+        self.rss_after_streams: dict[str, float] = {}
         for name, s in list(self.systems.items()):
             if name == "direct":
                 continue
@@ -442,10 +445,14 @@ class Run:
                 r = self.ttfb(name, path, stream, args.ttfb_duration)
                 translated["ttfb"][name].append(r)
                 self._say(rnd, "tr ttfb", name, r)
+            for name, s in self.systems.items():  # a leak shows as growth from round to round
+                self.rss_rounds.setdefault(name, []).append(tree_rss(s.pid))
+        time.sleep(1.5)
+        self.rss_after = {name: tree_rss(s.pid) for name, s in self.systems.items()}
         self.workers_phase()
         self.paced_phase()
         time.sleep(1.5)
-        self.rss_after = {name: tree_rss(s.pid) for name, s in self.systems.items()}
+        self.rss_after_streams = {name: tree_rss(s.pid) for name, s in self.systems.items()}
 
     def _say(self, rnd: int, phase: str, name: str, r: dict[str, Any] | None) -> None:
         if r is None:
@@ -563,8 +570,13 @@ class Run:
             f["cpu_us_per_req"] = {"concurrency": int(cpu_level),
                                    **f["sweep"][cpu_level]["server_cpu_us_per_req"]}
             idle, after, peak = self.rss_idle[name], self.rss_after.get(name, 0.0), self.sampler.peak.get(name, 0.0)
-            f["rss_mb"] = {"idle": idle, "peak_under_load": peak, "after": after,
-                           "growth": after - idle, "grew": after - idle > max(20.0, 0.25 * idle)}
+            by_round = self.rss_rounds.get(name, [])
+            growth = by_round[-1] - by_round[0] if len(by_round) > 1 else 0.0
+            # Grew: more after the last round of request load than after the first (the first round brings
+            # the allocator's pools and the connections to their working size; a leak keeps adding).
+            f["rss_mb"] = {"idle": idle, "peak_under_load": peak, "after": after, "by_round": by_round,
+                           "after_streams": self.rss_after_streams.get(name, 0.0),
+                           "growth": growth, "grew": growth > max(5.0, 0.1 * idle)}
             out["figures"][name] = f
         for n, per in self.raw["paced"].items():
             for name, rounds in per.items():

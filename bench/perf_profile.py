@@ -38,7 +38,6 @@ from run import (
     run_with_children,
 )
 
-
 #: ``--without``: how each part of the production chain is turned off in perf.py's config.
 WITHOUT = {
     "rate_limiting": ("features:\n", "features:\n  rate_limiting: false\n"),

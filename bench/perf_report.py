@@ -105,8 +105,10 @@ def print_report(res: dict[str, Any]) -> None:
     print("RSS MB (process tree)")
     rows("  idle (ready + 0.5 s)", lambda f: {"median": f["rss_mb"]["idle"], "min": 0, "max": 0}, spread=False)
     rows("  peak under load", lambda f: {"median": f["rss_mb"]["peak_under_load"], "min": 0, "max": 0}, spread=False)
-    _row("  after load (+1.5 s)", [f"{_k(figs[n]['rss_mb']['after'])}" + (" GREW" if figs[n]["rss_mb"]["grew"] else "")
-                                   for n in names])
+    _row("  after request load (+1.5 s)", [f"{_k(figs[n]['rss_mb']['after'])}" for n in names])
+    _row("  after each round", [" / ".join(_k(x) for x in figs[n]["rss_mb"].get("by_round", []))
+                                + (" GREW" if figs[n]["rss_mb"]["grew"] else "") for n in names])
+    _row("  after the stream phases (+1.5 s)", [f"{_k(figs[n]['rss_mb'].get('after_streams', 0.0))}" for n in names])
     streams = sorted({int(k) for f in figs.values() for k in f.get("paced", {})})
     for n in streams:
         print(f"paced streams: {n:,} x {s['chunks']} chunks, {s['gap_ms']:g} ms apart, started over {s['spread']:g} s")
@@ -256,6 +258,11 @@ def summarize_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             idle = figs[system]["rss_mb"]["idle"]
             out.append(_target(f"idle RSS, {system}", idle, idle < TARGET_IDLE_RSS_MB, f"{idle:.1f} MB",
                                f"< {TARGET_IDLE_RSS_MB} MB"))
+            rss = figs[system]["rss_mb"]
+            if len(rss.get("by_round", [])) > 1:
+                out.append(_target(f"RSS after load, {system}", rss["growth"], not rss["grew"],
+                                   " / ".join(f"{x:.0f}" for x in rss["by_round"]) + " MB after each round",
+                                   "no growth from round to round"))
     for system, cold in res["cold_start_ms"].items():
         out.append(_target(f"cold start to /ready, {system}", cold["median"], cold["median"] < TARGET_COLD_MS,
                            f"{cold['median']:.0f} ms", f"< {TARGET_COLD_MS} ms"))
