@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from gomodel_proxy.billing.periods import PERIODS, Period, period_bounds, period_tag, seconds_left, utcnow
 from gomodel_proxy.core.errors import BudgetExceededError
-from gomodel_proxy.limits.redis_guard import RedisGuard, RedisUnavailable
+from gomodel_proxy.limits.redis_guard import LINGER_S, RedisGuard, RedisUnavailable
 
 __all__ = [
     "UNCHECKED",
@@ -446,6 +446,10 @@ class RedisLedger(_Ledger):
         self._leases: dict[str, _Lease] = {}
         self._refilling: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
+        #: Settlements through leases not sent yet, by counter: [paid from the lease, spent] (nano-USD),
+        #: sent together every ``LINGER_S`` (one call per counter, however many requests settled).
+        self._owed: dict[str, list[int]] = {}
+        self._flush: asyncio.TimerHandle | None = None
         #: Reservations taken from leases, and decided in Redis.
         self.leased = 0
         self.asked = 0
@@ -539,7 +543,7 @@ class RedisLedger(_Ledger):
 
     def _release(self, key: str, nano: int) -> None:
         if nano > 0:
-            self._guard.submit(self._settle, [key], [str(-nano), "0"], additive=2)
+            self._guard.submit(self._settle, [key], [-nano, 0], additive=2)
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         if not reservation.budgets:
@@ -564,7 +568,8 @@ class RedisLedger(_Ledger):
         amount = reservation.amount_nano
         leases = self._leases
         if not leases:  # settlements of one loop turn on the same counters add up into one call
-            self._guard.submit(self._settle, *self._settle_call(reservation, actual_nano), additive=2)
+            keys = [self.key(b.id, tag) for b, tag in zip(reservation.budgets, reservation.tags, strict=True)]
+            self._guard.submit(self._settle, keys, [-amount, actual_nano], additive=2)
             return
         plain: list[str] = []
         for budget, tag in zip(reservation.budgets, reservation.tags, strict=True):
@@ -580,15 +585,33 @@ class RedisLedger(_Ledger):
                 self._release(key, held - lease.block)
                 held = lease.block
             lease.held = held
-            self._guard.submit(self._settle, [key], [str(-paid), str(actual_nano)], additive=2)
+            owed = self._owed.get(key)
+            if owed is None:
+                self._owed[key] = [paid, actual_nano]
+            else:
+                owed[0] += paid
+                owed[1] += actual_nano
+        if self._owed and self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(LINGER_S, self._send_owed)
         if plain:
-            self._guard.submit(self._settle, plain, [str(-amount), str(actual_nano)], additive=2)
+            self._guard.submit(self._settle, plain, [-amount, actual_nano], additive=2)
+
+    def _send_owed(self) -> None:
+        """The settlements made through leases since the last call, one call per counter."""
+        self._flush = None
+        owed, self._owed = self._owed, {}
+        for key, (paid, spent) in owed.items():
+            self._guard.submit(self._settle, [key], [-paid, spent], additive=2)
 
     def _settle_call(self, reservation: Reservation, actual_nano: int) -> tuple[list[str], list[str]]:
         keys = [self.key(b.id, tag) for b, tag in zip(reservation.budgets, reservation.tags, strict=True)]
         return keys, [str(-reservation.amount_nano), str(actual_nano)]
 
     async def status(self, budget: BudgetLimit) -> tuple[Decimal, Decimal]:
+        if self._owed:  # this instance's own settlements first: a status reads them
+            if self._flush is not None:
+                self._flush.cancel()
+            self._send_owed()
         now = self._clock()
         key = self.key(budget.id, period_tag(budget.period, now))
         try:
@@ -624,6 +647,9 @@ class RedisLedger(_Ledger):
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
+        if self._flush is not None:
+            self._flush.cancel()
+        self._send_owed()
         leases, self._leases = self._leases, {}
         for key, lease in leases.items():
             self._release(key, lease.held)

@@ -518,3 +518,24 @@ async def test_redis_leasing_instances_never_overshoot(redis_url: str, redis_key
             await ledger.close()
         for guard in guards:
             await guard.close()
+
+
+async def test_redis_lease_settlements_are_sent_together(redis_url: str, redis_key_prefix: str) -> None:
+    from gomodel_proxy.limits.redis_guard import LINGER_S  # noqa: PLC0415
+
+    guard = make_guard(redis_url, redis_key_prefix)
+    ledger = RedisLedger(guard, Seeds(), clock=Clock())
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        held = [await ledger.reserve([BIG], D("0.01")) for _ in range(50)]
+        calls = guard.calls
+        for reservation in held:
+            ledger.settle_nowait(reservation, D("0.002"))
+        await asyncio.sleep(LINGER_S * 4)
+        assert guard.calls == calls + 1  # fifty settlements of one counter: one call
+        stored = await client.hgetall(f"{redis_key_prefix}bud:team:big:m2031-11")
+        assert int(stored["spent"]) == 100_000_000
+    finally:
+        await client.aclose()
+        await ledger.close()
+        await guard.close()
