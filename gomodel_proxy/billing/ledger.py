@@ -24,7 +24,7 @@ it then hands to its next requests without asking. Settlements pay from the leas
 reserved to spent) and what a request held goes back into it. The instances together still never overshoot:
 a lease is reserved before it is used. What it costs is that money one instance holds ahead cannot admit a
 request on another (at most a thousandth of the maximum per instance), until it is used or, idle for
-``LEASE_IDLE_S``, given back. A budget whose thousandth is smaller than a request's worst case is never
+``leases.LEASE_IDLE_S``, given back. A budget whose thousandth is smaller than a request's worst case is never
 leased: each of its reservations is decided in Redis.
 """
 
@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from gomodel_proxy.billing.periods import PERIODS, Period, period_bounds, period_tag, seconds_left, utcnow
 from gomodel_proxy.core.errors import BudgetExceededError
+from gomodel_proxy.limits.leases import LEASE_SHARE, Leases
 from gomodel_proxy.limits.redis_guard import LINGER_S, RedisGuard, RedisUnavailable
 
 __all__ = [
@@ -331,27 +332,6 @@ class MemoryLedger(_Ledger):
 
 
 # -- several processes -----------------------------------------------------------------------------
-#: KEYS: the budgets' hashes. ARGV[1]: amount (nano), ARGV[1+i]: max of KEYS[i] (nano).
-#: Returns {0, i...} (these keys are missing: nothing taken), {-1, i, spent, reserved} (KEYS[i] lacks room:
-#: nothing taken) or {1} (taken in every budget). Lua numbers are doubles: exact to 2^53 nano-USD ($9M).
-_RESERVE = """
-local missing = {0}
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 0 then missing[#missing + 1] = i end
-end
-if #missing > 1 then return missing end
-local amount = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, 'spent', 'reserved')
-  local spent, reserved = v[1] or '0', v[2] or '0'
-  if tonumber(spent) + tonumber(reserved) + amount > tonumber(ARGV[i + 1]) then
-    return {-1, i, spent, reserved}
-  end
-end
-for _, key in ipairs(KEYS) do redis.call('HINCRBY', key, 'reserved', ARGV[1]) end
-return {1}
-"""
-
 #: KEYS[1]: a budget's hash. ARGV[1]: spent (nano) from the database, ARGV[2]: expiry (unix s, 0: none).
 #: Writes only if absent: of two processes seeding at once, the first wins and the second's seed (the
 #: same sum, or one that misses a request the first already counted) is dropped, never added.
@@ -382,10 +362,12 @@ return redis.call('HMGET', KEYS[1], 'spent', 'reserved')
 
 _FORGET = "return redis.call('DEL', unpack(KEYS))"
 
-#: ``_RESERVE``, plus a lease: ARGV[1 + n + i] is the extra (nano) wanted in KEYS[i]; once the request fits
-#: everywhere, each budget also reserves up to that much more of its room. Returns ``_RESERVE``'s refusals,
-#: or {1, extra taken in each}.
-_RESERVE_LEASE = """
+#: KEYS: the budgets' hashes. ARGV[1]: amount (nano), ARGV[1+i]: max of KEYS[i] (nano), ARGV[1+n+i]: extra
+#: (nano) wanted in KEYS[i] for a lease (0: none): once the request fits everywhere, each budget also reserves
+#: up to that much more of its room. Returns {0, i...} (these keys are missing: nothing taken), {-1, i, spent,
+#: reserved} (KEYS[i] lacks room: nothing taken) or {1, extra taken in each}. Lua numbers are doubles: exact
+#: to 2^53 nano-USD ($9M).
+_RESERVE = """
 local missing = {0}
 for i, key in ipairs(KEYS) do
   if redis.call('EXISTS', key) == 0 then missing[#missing + 1] = i end
@@ -405,18 +387,16 @@ end
 local out = {1}
 for i, key in ipairs(KEYS) do
   local extra = math.min(tonumber(ARGV[1 + n + i]), room[i])
-  if extra < 0 then extra = 0 end
-  redis.call('HINCRBY', key, 'reserved', string.format('%d', amount + extra))
+  if extra > 0 then
+    redis.call('HINCRBY', key, 'reserved', string.format('%d', amount + extra))
+  else
+    extra = 0
+    redis.call('HINCRBY', key, 'reserved', ARGV[1])
+  end
   out[i + 1] = string.format('%d', extra)
 end
 return out
 """
-
-#: A ledger leases at most a budget's maximum divided by this ahead of its requests (0: no leases).
-LEASE_SHARE = 1000
-#: Seconds a lease may sit unused before its money goes back to the shared counter.
-LEASE_IDLE_S = 1.0
-
 
 @dataclass(slots=True)
 class _Lease:
@@ -437,15 +417,12 @@ class RedisLedger(_Ledger):
         self._clock = clock
         self._flights = _OneFlight()
         self._reserve = guard.script(_RESERVE)
-        self._reserve_lease = guard.script(_RESERVE_LEASE)
         self._init_script = guard.script(_INIT)
         self._settle = guard.script(_SETTLE)
         self._status = guard.script(_STATUS)
         self._forget = guard.script(_FORGET)
         self._lease_share = lease_share
-        self._leases: dict[str, _Lease] = {}
-        self._refilling: set[str] = set()
-        self._sweep: asyncio.TimerHandle | None = None
+        self._leases = Leases[_Lease](lambda key, lease: self._release(key, lease.held))
         #: Settlements through leases not sent yet, by counter: [paid from the lease, spent] (nano-USD),
         #: sent together every ``LINGER_S`` (one call per counter, however many requests settled).
         self._owed: dict[str, list[int]] = {}
@@ -462,7 +439,7 @@ class RedisLedger(_Ledger):
         if not unique:
             return UNCHECKED
         keys = [self.key(b.id, tag) for b, tag in zip(unique, tags, strict=True)]
-        leases = self._leases
+        leases = self._leases.by_key
         local = [lease for key in keys if (lease := leases.get(key)) is not None and lease.held >= amount_nano]
         if len(local) == len(keys) and self._guard.available:  # Redis down: the failure policy answers
             stamp = time.monotonic()
@@ -473,21 +450,19 @@ class RedisLedger(_Ledger):
             return Reservation(unique, amount_nano, tags)
         # Every budget in Redis (one round trip however many of them a lease could have served).
         share = self._lease_share
-        wanted = [self._wanted(key, _max_nano(b) // share, amount_nano) for key, b in zip(keys, unique, strict=True)
-                  ] if share else []
-        lease_call = any(wanted)
-        args = [str(amount_nano), *(str(_max_nano(b)) for b in unique)]
-        if lease_call:
-            args += [str(extra) for extra in wanted]
-            self._refilling.update(keys)
+        wanted = [self._wanted(key, _max_nano(b) // share, amount_nano) if share else 0
+                  for key, b in zip(keys, unique, strict=True)]
+        args = [str(amount_nano), *(str(_max_nano(b)) for b in unique), *(str(extra) for extra in wanted)]
+        refilling = self._leases.refilling
+        mine = [key for key, extra in zip(keys, wanted, strict=True) if extra]
+        refilling.update(mine)
         self.asked += 1
         try:
             for _ in range(_SEED_ATTEMPTS):
-                result = await self._guard.run(self._reserve_lease if lease_call else self._reserve, keys, args)
+                result = await self._guard.run(self._reserve, keys, args)
                 outcome = int(result[0])
                 if outcome == 1:
-                    if lease_call:
-                        self._lease(keys, [int(x) for x in result[1:]], unique)
+                    self._lease(keys, [int(x) for x in result[1:]], unique)
                     return Reservation(unique, amount_nano, tags)
                 if outcome == -1:
                     budget = unique[int(result[1]) - 1]
@@ -504,42 +479,30 @@ class RedisLedger(_Ledger):
             self._guard.refuse_or_pass("budgets")
             return UNCHECKED
         finally:
-            if lease_call:
-                self._refilling.difference_update(keys)
+            refilling.difference_update(mine)
 
     def _wanted(self, key: str, block: int, amount_nano: int) -> int:
         """Extra to reserve in ``key`` with this request: its lease topped up to ``block``, when a block
         holds at least one such request (else the budget is decided in Redis every time)."""
-        if block < max(1, amount_nano) or key in self._refilling:
+        if block < max(1, amount_nano) or key in self._leases.refilling:
             return 0
-        lease = self._leases.get(key)
+        lease = self._leases.by_key.get(key)
         return block if lease is None else max(0, block - lease.held)
 
     def _lease(self, keys: list[str], extras: list[int], budgets: Sequence[BudgetLimit]) -> None:
         stamp = time.monotonic()
+        leases = self._leases.by_key
         for key, extra, budget in zip(keys, extras, budgets, strict=True):
             if extra <= 0:
                 continue
             block = _max_nano(budget) // self._lease_share
-            lease = self._leases.get(key)
+            lease = leases.get(key)
             if lease is None:
-                self._leases[key] = _Lease(extra, block, stamp)
+                leases[key] = _Lease(extra, block, stamp)
             else:
                 lease.held += extra
                 lease.block, lease.last_used = block, stamp
-        if self._sweep is None and self._leases:
-            self._sweep = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._give_back_idle)
-
-    def _give_back_idle(self) -> None:
-        """Money of leases unused for ``LEASE_IDLE_S`` goes back to the shared counters."""
-        self._sweep = None
-        cutoff = time.monotonic() - LEASE_IDLE_S
-        for key, lease in list(self._leases.items()):
-            if lease.last_used <= cutoff and key not in self._refilling:
-                del self._leases[key]
-                self._release(key, lease.held)
-        if self._leases:
-            self._sweep = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._give_back_idle)
+        self._leases.watch()
 
     def _release(self, key: str, nano: int) -> None:
         if nano > 0:
@@ -548,7 +511,7 @@ class RedisLedger(_Ledger):
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         if not reservation.budgets:
             return
-        if self._leases:  # a leased counter settles through its lease
+        if self._leases.by_key:  # a leased counter settles through its lease
             self.settle_nowait_nano(reservation, to_nano(actual, ROUND_HALF_EVEN))
             return
         # Redis unavailable: dropped on purpose. The call already happened and its usage record carries the
@@ -566,7 +529,7 @@ class RedisLedger(_Ledger):
         if not reservation.budgets:
             return
         amount = reservation.amount_nano
-        leases = self._leases
+        leases = self._leases.by_key
         if not leases:  # settlements of one loop turn on the same counters add up into one call
             keys = [self.key(b.id, tag) for b, tag in zip(reservation.budgets, reservation.tags, strict=True)]
             self._guard.submit(self._settle, keys, [-amount, actual_nano], additive=2)
@@ -618,7 +581,7 @@ class RedisLedger(_Ledger):
             for _ in range(_SEED_ATTEMPTS):
                 values = await self._guard.run(self._status, [key], [])
                 if values is not None:  # reserved: what requests hold, not what this instance leases ahead
-                    lease = self._leases.get(key)
+                    lease = self._leases.by_key.get(key)
                     ahead = lease.held if lease is not None else 0
                     return from_nano(int(values[0] or 0)), from_nano(max(0, int(values[1] or 0) - ahead))
                 await self._flights.run(key, functools.partial(self._init, budget, key, now))
@@ -634,8 +597,8 @@ class RedisLedger(_Ledger):
         # periods' keys are no longer read and expire on their own.
         keys = [self.key(budget_id, period_tag(period, now)) for period in PERIODS]
         mine = self.key(budget_id, "")
-        for key in [k for k in self._leases if k.startswith(mine)]:
-            del self._leases[key]  # its counter goes below, and with it what the lease held
+        for key in [k for k in self._leases.by_key if k.startswith(mine)]:
+            del self._leases.by_key[key]  # its counter goes below, and with it what the lease held
         # Redis unavailable: harmless to skip, a counter holds only what was spent (the maximum comes with
         # each call, a new period gets new keys).
         with contextlib.suppress(RedisUnavailable):
@@ -644,15 +607,10 @@ class RedisLedger(_Ledger):
     async def close(self) -> None:
         """Stops pending seeds and gives the leases back (sent by the guard, which is shared with the rate
         limiter and closed by its owner after this)."""
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
         if self._flush is not None:
             self._flush.cancel()
         self._send_owed()
-        leases, self._leases = self._leases, {}
-        for key, lease in leases.items():
-            self._release(key, lease.held)
+        self._leases.close()
         await self._flights.close()
 
     async def _init(self, budget: BudgetLimit, key: str, now: datetime) -> None:

@@ -16,65 +16,27 @@ a little ahead from a big bucket: with the request's own unit(s), up to ``capaci
 (``LEASE_SHARE``: a thousandth), which it then hands out to its next requests without asking Redis. The
 units are taken from the shared bucket when leased, so the instances together never admit more than the
 limit; what a lease costs is that units held by one instance cannot admit a request on another, at most a
-thousandth of the capacity per instance, and only until the lease is used or, idle for ``LEASE_IDLE_S``,
+thousandth of the capacity per instance, and only until the lease is used or, idle for ``leases.LEASE_IDLE_S``,
 given back. Buckets under ``lease_share`` units (rpm or tpm below 1,000 by default) have no lease: every
 admission is decided in Redis, exactly. Token corrections after the answer go to the lease first.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gomodel_proxy.limits.leases import LEASE_SHARE, Leases
 from gomodel_proxy.limits.redis_guard import RedisGuard, RedisUnavailable
 from gomodel_proxy.limits.token_bucket import Decision, Limit, decide, unlimited
 
-#: KEYS: the request buckets, then the token buckets. ARGV: tokens, number of request buckets, then
-#: each bucket's capacity. Returns {1 if admitted else 0, level of each bucket after the decision}.
+#: KEYS: the request buckets, then the token buckets. ARGV: tokens, number of request buckets, each bucket's
+#: capacity, then each bucket's extra units wanted for a lease (0: none): an admitted request also takes up
+#: to that many more of what is left. Returns {1 if admitted else 0, level of each bucket after the
+#: decision, extra units taken from each}.
 _ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tokens = tonumber(ARGV[1])
-local nreq = tonumber(ARGV[2])
-local n = #KEYS
-local levels = {}
-local ok = 1
-for i = 1, n do
-  local cap = tonumber(ARGV[2 + i])
-  local st = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
-  local level = cap
-  if st[1] then
-    local elapsed = now - tonumber(st[2])
-    if elapsed < 0 then elapsed = 0 end
-    level = tonumber(st[1]) + elapsed * cap / 60000000
-    if level > cap then level = cap end
-  end
-  levels[i] = level
-  local need = 1
-  if i > nreq then need = math.min(tokens, cap) end
-  if level < need then ok = 0 end
-end
-local out = {ok}
-local ts = string.format('%.17g', now)
-for i = 1, n do
-  local cap = tonumber(ARGV[2 + i])
-  if ok == 1 then
-    if i <= nreq then levels[i] = levels[i] - 1 else levels[i] = levels[i] - tokens end
-    redis.call('HSET', KEYS[i], 'tokens', string.format('%.17g', levels[i]), 'ts', ts)
-    redis.call('PEXPIRE', KEYS[i], math.ceil((cap - levels[i]) * 60000 / cap) + 1000)
-  end
-  out[i + 1] = string.format('%.17g', levels[i])
-end
-return out
-"""
-
-#: The same decision, plus a lease: ARGV after the capacities holds each bucket's extra units wanted; an
-#: admitted request also takes, from every bucket, up to that many more of what is left. Returns {admitted,
-#: level of each bucket after the decision, extra units taken from each}.
-_ACQUIRE_LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tokens = tonumber(ARGV[1])
@@ -142,12 +104,6 @@ return 0
 """
 
 
-#: An instance leases at most a bucket's capacity divided by this ahead of its requests (0: no leases).
-LEASE_SHARE = 1000
-#: Seconds a lease may sit unused before its units go back to the shared bucket.
-LEASE_IDLE_S = 1.0
-
-
 @dataclass(slots=True)
 class _Lease:
     """Units of one bucket taken from Redis for this instance's next requests."""
@@ -176,13 +132,9 @@ class RedisRateLimiter:
         self._guard = guard
         self._prefix = f"{guard.prefix}rl:"
         self._acquire = guard.script(_ACQUIRE)
-        self._acquire_lease = guard.script(_ACQUIRE_LEASE)
         self._charge = guard.script(_CHARGE)
         self._lease_share = lease_share
-        self._leases: dict[str, _Lease] = {}
-        #: Buckets whose lease is being refilled (a request meanwhile asks for its own units only).
-        self._refilling: set[str] = set()
-        self._sweep: asyncio.TimerHandle | None = None
+        self._leases = Leases[_Lease](self._return)
         #: Admissions decided from a lease, and in Redis.
         self.leased = 0
         self.asked = 0
@@ -200,7 +152,7 @@ class RedisRateLimiter:
         keys = [f"{prefix}{limit.name}:rpm" for limit in req_limits]
         keys += [f"{prefix}{limit.name}:tpm" for limit in tok_limits]
         caps = [limit.rpm for limit in req_limits] + [limit.tpm for limit in tok_limits]
-        leases = self._leases
+        leases = self._leases.by_key
         # The buckets this instance's leases can serve, and the rest (asked of Redis). While Redis is down
         # no lease serves: the failure policy answers, as for every request.
         usable = leases if self._guard.available else {}
@@ -244,25 +196,23 @@ class RedisRateLimiter:
         share = self._lease_share
         ask_keys = [keys[i] for i in remote]
         ask_caps = [caps[i] for i in remote]
-        wanted = [self._wanted(keys[i], caps[i] // share) for i in remote] if share else []
-        lease_call = any(wanted)
-        args: list[int] = [tokens, sum(1 for i in remote if i < nreq), *ask_caps]
-        if lease_call:
-            args += wanted
-            self._refilling.update(key for key, extra in zip(ask_keys, wanted, strict=True) if extra)
+        wanted = [self._wanted(keys[i], caps[i] // share) if share else 0 for i in remote]
+        refilling = self._leases.refilling
+        mine = [key for key, extra in zip(ask_keys, wanted, strict=True) if extra]
+        refilling.update(mine)
+        args: list[int] = [tokens, sum(1 for i in remote if i < nreq), *ask_caps, *wanted]
         self.asked += 1
         try:
-            reply = await self._guard.run(self._acquire_lease if lease_call else self._acquire, ask_keys, args)
+            reply = await self._guard.run(self._acquire, ask_keys, args)
         except RedisUnavailable:
             self._guard.refuse_or_pass("rate limits")
             return None
         finally:
-            if lease_call:
-                self._refilling.difference_update(ask_keys)
+            refilling.difference_update(mine)
         n = len(remote)
         levels = {i: float(x) for i, x in zip(remote, reply[1:n + 1], strict=True)}
         admitted = reply[0] == 1
-        if lease_call and admitted:
+        if admitted:
             now = time.monotonic()
             for j, i in enumerate(remote):
                 extra = int(reply[n + 1 + j])
@@ -272,32 +222,20 @@ class RedisRateLimiter:
 
     def _wanted(self, key: str, block: int) -> int:
         """Extra units to lease for ``key`` with this admission: its lease topped up to ``block``."""
-        if block < 1 or key in self._refilling:
+        if block < 1 or key in self._leases.refilling:
             return 0
-        lease = self._leases.get(key)
+        lease = self._leases.by_key.get(key)
         return block if lease is None else max(0, block - int(lease.held))
 
     def _add_lease(self, key: str, units: int, level: float, capacity: int, *, unit: bool, now: float) -> None:
         block = capacity // self._lease_share
-        lease = self._leases.get(key)
+        lease = self._leases.by_key.get(key)
         if lease is None:
-            self._leases[key] = _Lease(float(units), level, block, capacity, unit, now)
+            self._leases.by_key[key] = _Lease(float(units), level, block, capacity, unit, now)
+            self._leases.watch()
         else:
             lease.held += units
             lease.level, lease.block, lease.capacity, lease.last_used = level, block, capacity, now
-        if self._sweep is None:
-            self._sweep = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._give_back_idle)
-
-    def _give_back_idle(self) -> None:
-        """Units of leases unused for ``LEASE_IDLE_S`` go back to the shared buckets."""
-        self._sweep = None
-        cutoff = time.monotonic() - LEASE_IDLE_S
-        for key, lease in list(self._leases.items()):
-            if lease.last_used <= cutoff and key not in self._refilling:
-                del self._leases[key]
-                self._return(key, lease)
-        if self._leases:
-            self._sweep = asyncio.get_running_loop().call_later(LEASE_IDLE_S, self._give_back_idle)
 
     def _return(self, key: str, lease: _Lease) -> None:
         units = int(lease.held)
@@ -316,7 +254,7 @@ class RedisRateLimiter:
         lease (a debt beyond it, or a surplus beyond twice its block, goes to Redis)."""
         if tokens == 0:
             return
-        leases = self._leases
+        leases = self._leases.by_key
         rest: list[Limit] = []
         for limit in limits:
             if limit.tpm <= 0:
@@ -349,9 +287,4 @@ class RedisRateLimiter:
 
     async def close(self) -> None:
         """Give the leases back (sent by the guard, which its owner closes after this)."""
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
-        leases, self._leases = self._leases, {}
-        for key, lease in leases.items():
-            self._return(key, lease)
+        self._leases.close()

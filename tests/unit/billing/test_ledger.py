@@ -468,7 +468,7 @@ async def test_redis_small_budgets_are_decided_in_redis_every_time(redis_url: st
     try:
         for _ in range(3):  # a thousandth of $10 is less than one request's $0.02: no lease
             await ledger.reserve([TEAM], D("0.02"))
-        assert ledger.asked == 3 and ledger.leased == 0 and not ledger._leases
+        assert ledger.asked == 3 and ledger.leased == 0 and not ledger._leases.by_key
     finally:
         await ledger.close()
         await guard.close()
@@ -477,9 +477,9 @@ async def test_redis_small_budgets_are_decided_in_redis_every_time(redis_url: st
 async def test_redis_idle_leases_go_back_and_forget_drops_them(
     redis_url: str, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gomodel_proxy.billing import ledger as ledger_module  # noqa: PLC0415
+    from gomodel_proxy.limits import leases  # noqa: PLC0415
 
-    monkeypatch.setattr(ledger_module, "LEASE_IDLE_S", 0.1)
+    monkeypatch.setattr(leases, "LEASE_IDLE_S", 0.1)
     guard = make_guard(redis_url, redis_key_prefix)
     ledger = RedisLedger(guard, Seeds(), clock=Clock())
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
@@ -489,11 +489,11 @@ async def test_redis_idle_leases_go_back_and_forget_drops_them(
         ledger.settle_nowait(reservation, D("0.01"))
         await asyncio.sleep(0.35)
         assert await client.hgetall(key) == {"spent": "10000000", "reserved": "0"}
-        assert not ledger._leases
+        assert not ledger._leases.by_key
         await ledger.reserve([BIG], D("0.01"))
-        assert ledger._leases
+        assert ledger._leases.by_key
         await ledger.forget(BIG.id)
-        assert not ledger._leases and await client.exists(key) == 0
+        assert not ledger._leases.by_key and await client.exists(key) == 0
     finally:
         await client.aclose()
         await ledger.close()

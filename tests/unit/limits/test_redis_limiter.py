@@ -279,9 +279,9 @@ async def test_small_buckets_and_lease_share_zero_are_decided_in_redis_every_tim
 async def test_idle_leases_and_a_closed_limiter_give_their_units_back(
     make_guard: MakeGuard, raw: aioredis.Redis, redis_key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gomodel_proxy.limits import redis_limiter  # noqa: PLC0415
+    from gomodel_proxy.limits import leases  # noqa: PLC0415
 
-    monkeypatch.setattr(redis_limiter, "LEASE_IDLE_S", 0.1)
+    monkeypatch.setattr(leases, "LEASE_IDLE_S", 0.1)
     guard = await make_guard()
     rl = RedisRateLimiter(guard)
     limit = Limit("key:idle", rpm=60_000, tpm=60_000)  # leases of 60 requests and 60 tokens
@@ -291,7 +291,7 @@ async def test_idle_leases_and_a_closed_limiter_give_their_units_back(
     await asyncio.sleep(0.35)  # idle past LEASE_IDLE_S: the sweep hands the units back with the next batch
     assert 59_999 <= await _level(raw, redis_key_prefix, "key:idle:rpm") <= 60_000
     assert 59_990 <= await _level(raw, redis_key_prefix, "key:idle:tpm") <= 60_000
-    assert not rl._leases
+    assert not rl._leases.by_key
 
     other = Limit("key:closing", rpm=60_000, tpm=0)
     assert (await rl.acquire([other], 0)).allowed
@@ -307,7 +307,7 @@ async def test_token_corrections_go_to_the_lease_and_its_excess_or_debt_to_redis
     rl = RedisRateLimiter(guard, lease_share=10)
     limit = Limit("key:tok", rpm=0, tpm=1_000)  # block of 100 tokens; refills 16.7 a second
     assert (await rl.acquire([limit], 50)).allowed  # 50 + 100 leased
-    lease = rl._leases[f"{redis_key_prefix}rl:key:tok:tpm"]
+    lease = rl._leases.by_key[f"{redis_key_prefix}rl:key:tok:tpm"]
     assert lease.held == 100
     rl.charge_nowait([limit], -30)  # an over-estimate given back: kept in the lease
     assert lease.held == 130
@@ -325,7 +325,7 @@ async def test_a_refusal_by_an_exact_bucket_takes_nothing_from_a_lease(make_guar
     rl = RedisRateLimiter(await make_guard())
     big, small = Limit("key:b", rpm=100_000, tpm=0), Limit("user:s", rpm=1, tpm=0)
     assert (await rl.acquire([big], 0)).allowed  # leases 100 of key:b
-    lease = next(iter(rl._leases.values()))
+    lease = next(iter(rl._leases.by_key.values()))
     assert lease.held == 100
     assert (await rl.acquire([big, small], 0)).allowed  # key:b from the lease, user:s in Redis
     assert lease.held == 99
