@@ -319,6 +319,49 @@ SCHEMAS: dict[str, Any] = {
         },
         "required": ["id", "request_id", "created_at", "provider", "model", "status", "cost"],
     },
+    "UsageTimeseriesQuery": _obj(
+        {
+            "start": _DAY_OR_TIME,
+            "end": _DAY_OR_TIME,
+            "bucket": {
+                "type": "string",
+                "enum": ["minute", "hour", "day"],
+                "description": "Default: minute for a period up to 6 h, hour up to 21 days, day beyond "
+                               "(at most ~500 points).",
+            },
+            **_USAGE_FILTERS,
+        },
+        [],
+    ),
+    "UsagePoint": _obj({
+        "t": {**_TIME, "description": "The start of the bucket (UTC)."},
+        "requests": {"type": "integer"},
+        "errors": {
+            "type": "integer",
+            "description": "Records with status >= 400, or an outcome other than ok and cached (e.g. a stream "
+                           "that failed after its 200).",
+        },
+        "input_tokens": {"type": "integer"},
+        "output_tokens": {"type": "integer"},
+        "cost_usd": {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{9}$", "description": "USD, to 1e-9."},
+        "latency_ms_p50": {"type": "number", "description": "Nearest rank: the smallest value with at least "
+                                                             "50% of the bucket's records at or below it."},
+        "latency_ms_p99": {"type": "number", "description": "Nearest rank, as latency_ms_p50."},
+        "ttfb_ms_p50": {"type": ["number", "null"],
+                        "description": "Nearest rank over the records that have a ttfb; null: none has."},
+        "ttfb_ms_p99": {"type": ["number", "null"], "description": "As ttfb_ms_p50."},
+    }),
+    "UsageTimeseries": _obj({
+        "object": {"type": "string", "const": "usage_timeseries"},
+        "start": _TIME,
+        "end": _TIME,
+        "bucket": {"type": "string", "enum": ["minute", "hour", "day"]},
+        "points": {
+            "type": "array",
+            "description": "Buckets holding records only, ascending.",
+            "items": {"$ref": "#/components/schemas/UsagePoint"},
+        },
+    }),
     "UsageRecordList": _obj({
         "object": {"type": "string", "const": "list"},
         "data": {"type": "array", "items": {"$ref": "#/components/schemas/UsageRecord"}},
@@ -500,6 +543,15 @@ PATHS: dict[str, Any] = {
             "usageRecords", "The usage records themselves, newest first.",
             {"200": _json("UsageRecordList", "The records."), **_errors(400)},
             parameters=query_parameters("UsageRecordsQuery"),
+        ),
+    },
+    "/admin/usage/timeseries": {
+        "get": _op(
+            "usageTimeseries",
+            "Usage per minute, hour or day: requests, errors, tokens, cost, latency and ttfb p50/p99; the "
+            "period defaults to the current month (UTC).",
+            {"200": _json("UsageTimeseries", "The points."), **_errors(400)},
+            parameters=query_parameters("UsageTimeseriesQuery"),
         ),
     },
     "/admin/openapi.json": {

@@ -22,7 +22,7 @@ import fastjsonschema
 from aiohttp import web
 
 from gomodel_proxy.admin import openapi
-from gomodel_proxy.billing import export
+from gomodel_proxy.billing import export, timeseries
 from gomodel_proxy.config.schema import RateLimitsConfig
 from gomodel_proxy.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from gomodel_proxy.storage import repository as repo
@@ -464,6 +464,22 @@ async def usage_records(request: web.Request) -> web.Response:
     return _json({"object": "list", "data": [_plain(r) for r in rows], "limit": limit, "offset": offset})
 
 
+async def usage_timeseries(request: web.Request) -> web.Response:
+    """Usage per minute, hour or day (aggregated in the database), for a chart."""
+    query = _query(request, "UsageTimeseriesQuery")
+    start, end = _period(query)
+    bucket: timeseries.Bucket = query.get("bucket") or timeseries.default_bucket(start, end)
+    points = await timeseries.usage_timeseries(_ctx(request).db, start=start, end=end, bucket=bucket,
+                                               filters=_filters(query))
+    for point in points:
+        point["t"] = format_time(point["t"])
+        point["cost_usd"] = format(point["cost_usd"], "f")  # a decimal string: money stays exact in JSON
+    return _json({
+        "object": "usage_timeseries", "start": format_time(start), "end": format_time(end), "bucket": bucket,
+        "points": points,
+    })
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     return _json(openapi.DOCUMENT)
 
@@ -493,6 +509,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("PUT", "/admin/rate-limits/{scope}/{subject_id}", put_rate_limit),
     ("GET", "/admin/usage", usage_report),
     ("GET", "/admin/usage/records", usage_records),
+    ("GET", "/admin/usage/timeseries", usage_timeseries),
     ("GET", "/admin/openapi.json", openapi_document),
 )
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -95,7 +97,7 @@ async def test_every_route_refuses_a_caller_not_authorized(aiohttp_client: Any, 
                 assert body["error"]["type"] == "permission_error"
                 assert body["error"]["message"] == "this key may not use the admin API"
             paths += 1
-    assert paths == 24
+    assert paths == 25
     async with db.connect_once() as conn:
         assert (await conn.execute(select(teams))).all() == []
     assert changes == []
@@ -386,3 +388,74 @@ async def test_openapi_document(client: Any) -> None:
     assert "/admin/rate-limits/{scope}/{subject_id}" in doc["paths"]
     assert doc["paths"]["/admin/keys"]["post"]["responses"]["201"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/KeyCreated"}
+
+
+# -- usage over time ------------------------------------------------------------------------------
+async def test_usage_timeseries(client: Any, usage_rows: None) -> None:
+    series = await call(client, "GET", "/admin/usage/timeseries?start=2026-03-01&end=2026-04-01", 200)
+    assert series["object"] == "usage_timeseries" and series["bucket"] == "day"  # 31 days: daily by default
+    assert series["start"] == "2026-03-01T00:00:00.000000Z" and series["end"] == "2026-04-01T00:00:00.000000Z"
+    assert series["points"] == [
+        {"t": "2026-03-01T00:00:00.000000Z", "requests": 2, "errors": 0, "input_tokens": 30, "output_tokens": 3,
+         "cost_usd": "0.750000000", "latency_ms_p50": 0.0, "latency_ms_p99": 0.0, "ttfb_ms_p50": None,
+         "ttfb_ms_p99": None},
+        {"t": "2026-03-02T00:00:00.000000Z", "requests": 1, "errors": 1, "input_tokens": 30, "output_tokens": 3,
+         "cost_usd": "1.000000000", "latency_ms_p50": 0.0, "latency_ms_p99": 0.0, "ttfb_ms_p50": None,
+         "ttfb_ms_p99": None},
+    ]
+    hourly = await call(client, "GET", "/admin/usage/timeseries?start=2026-03-01T00:00:00Z&end=2026-03-03", 200)
+    assert hourly["bucket"] == "hour"
+    assert [(p["t"], p["requests"]) for p in hourly["points"]] == [
+        ("2026-03-01T10:00:00.000000Z", 1), ("2026-03-01T11:00:00.000000Z", 1), ("2026-03-02T09:00:00.000000Z", 1)]
+    minutes = await call(client, "GET", "/admin/usage/timeseries?start=2026-03-01T09:00:00Z"
+                                        "&end=2026-03-01T11:00:00%2B00:00", 200)
+    assert minutes["bucket"] == "minute" and [p["t"] for p in minutes["points"]] == ["2026-03-01T10:00:00.000000Z"]
+    only = await call(client, "GET", "/admin/usage/timeseries?start=2026-01-01&end=2027-01-01&bucket=day"
+                                     "&key=k2&model=gpt-4o&provider=openai&user=u1", 200)
+    assert [(p["t"], p["requests"]) for p in only["points"]] == [("2026-03-02T00:00:00.000000Z", 1),
+                                                                 ("2026-04-01T00:00:00.000000Z", 1)]
+    nobody = await call(client, "GET", "/admin/usage/timeseries?start=2026-01-01&end=2027-01-01&team=t9", 200)
+    assert nobody["points"] == []
+    default = await call(client, "GET", "/admin/usage/timeseries", 200)  # the current month: none of these rows
+    assert default["bucket"] == "day" and default["points"] == []
+    for query, param in [
+        ("bucket=week", "bucket"), ("bucket=", "bucket"), ("start=yesterday", "start"), ("end=2026-13-01", "end"),
+        ("start=2026-03-01T25:00:00Z", "start"), ("key_id=k1", "key_id"), ("model=", "model"),
+    ]:
+        body = await error(client, "GET", f"/admin/usage/timeseries?{query}", 400)
+        assert body["type"] == "invalid_request_error" and body["param"] == param, (query, body)
+
+
+async def test_usage_timeseries_through_the_gateway(make_gateway: Any, tmp_path: Any) -> None:
+    from tests.support.governed import MASTER, Admin, governed_config, mock_provider  # noqa: PLC0415
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'series.db'}"
+    gateway = await make_gateway(providers=mock_provider(), server={"master_key": MASTER},
+                                 extra=governed_config(url))
+    admin = Admin(gateway)
+    key = await admin.key()
+    chat = {"model": "mock/m", "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 10}
+    async with gateway.http.post("v1/chat/completions", json=chat,
+                                 headers={"Authorization": f"Bearer {key}"}) as resp:
+        assert resp.status == 200
+    series: dict[str, Any] = {"points": []}
+    for _ in range(100):  # the usage writer flushes every 20 ms
+        series = await admin.call("GET", "admin/usage/timeseries?bucket=hour", expect=200)
+        if series["points"]:
+            break
+        await asyncio.sleep(0.05)
+    assert series["bucket"] == "hour"
+    (point,) = series["points"]
+    assert point["requests"] == 1 and point["errors"] == 0 and point["input_tokens"] > 0
+    assert Decimal(point["cost_usd"]) > 0 and point["latency_ms_p50"] == point["latency_ms_p99"] > 0
+    assert point["t"].endswith(":00:00.000000Z")
+    for headers, status, kind in [
+        ({}, 401, "authentication_error"),
+        ({"Authorization": "Bearer sk-not-a-key"}, 401, "authentication_error"),
+        ({"Authorization": f"Bearer {key}"}, 403, "permission_error"),  # a key, but not an admin one
+    ]:
+        async with gateway.http.get("admin/usage/timeseries", headers=headers) as resp:
+            body = await resp.json()
+            assert resp.status == status and body["error"]["type"] == kind, (headers, body)
+    bad = await admin.call("GET", "admin/usage/timeseries?bucket=fortnight", expect=400)
+    assert bad["error"]["param"] == "bucket"
