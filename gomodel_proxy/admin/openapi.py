@@ -672,6 +672,37 @@ PATHS["/admin/audit"] = {
     ),
 }
 
+# -- dashboard sessions (gomodel_proxy.admin.dashboard) ------------------------------------------------
+#: The dashboard's sign-in: a signed, HttpOnly, SameSite=Strict cookie (``gomodel_session``, Path=/admin) that
+#: then authenticates ``/admin/*`` in place of a key; a change made with it needs ``X-CSRF-Token``. Its page and
+#: assets (``/admin/dashboard/``) are static files, not part of this API.
+SCHEMAS["DashboardSignIn"] = _obj({"key": {"type": "string", "minLength": 1, "maxLength": 8192,
+                                           "description": "The master key or an admin's virtual key."}}, ["key"])
+SCHEMAS["DashboardSession"] = _obj({
+    "role": {"type": "string", "enum": ["admin", "read_only"]},
+    "subject": {"type": "string", "description": "'master', or the id of the key signed in with (never the key)."},
+    "csrf": {"type": "string", "description": "Send it back as X-CSRF-Token with every change."},
+    "issued_at": _TIME,
+    "expires_at": _TIME,
+})
+PATHS["/admin/dashboard/session"] = {
+    "post": _op(
+        "dashboardSignIn",
+        "Sign in to the dashboard: sets the session cookie (12 h). Needs no other credential; 403 for a valid key "
+        "that is not an admin's.",
+        {"200": _json("DashboardSession", "The session (its cookie in Set-Cookie)."), **_errors(400)},
+        requestBody=_body("DashboardSignIn"), security=[],
+    ),
+    "get": _op(
+        "dashboardSession", "The session of the cookie sent (401 without one).",
+        {"200": _json("DashboardSession", "The session."), **_errors()},
+    ),
+    "delete": _op(
+        "dashboardSignOut", "Sign out: clears the cookie (with the cookie, X-CSRF-Token is required).",
+        {"204": {"description": "Signed out."}, **_errors()},
+    ),
+}
+
 
 def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}

@@ -119,6 +119,13 @@ class KeyCache:
             return None
         return row, self._principals[digest]
 
+    def live_principal(self, key_id: str) -> Principal | None:
+        """Who the key ``key_id`` stands for while it is live and unexpired, else ``None``."""
+        row = self.keys_by_id.get(key_id)
+        if row is None or row.revoked_at is not None or self.expired(row):
+            return None
+        return self._principals.get(row.key_hash)
+
     def revoked(self, presented: str) -> bool:
         return hash_key(presented) in self._revoked
 

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gomodel_proxy.admin.sessions import SAFE_METHODS, SESSION
 from gomodel_proxy.config.provider_defaults import PROVIDER_DEFAULTS
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.interfaces import Provider
@@ -52,6 +53,14 @@ def build_providers(config: Config, logger: Any) -> dict[str, Provider]:
     return providers
 
 
+def admin_authorized(request: web.Request) -> bool:
+    """Whether the caller may use this admin route: an admin, or a read-only dashboard session reading."""
+    if request[CALL].principal.is_admin:
+        return True
+    session = request.get(SESSION)
+    return session is not None and session.read_only and request.method in SAFE_METHODS
+
+
 def create_app(config: Config) -> web.Application:
     logger = get_logger("gomodel_proxy")
     metrics = Metrics()
@@ -92,6 +101,10 @@ def create_app(config: Config) -> web.Application:
         from gomodel_proxy.admin import credentials_routes  # noqa: PLC0415 - POST /admin/credentials/reload
 
         credentials_routes.add_routes(app)
+        if config.server.master_key and governance.authenticator is not None:
+            from gomodel_proxy.admin import dashboard  # noqa: PLC0415 - the operators' pages and sign-in
+
+            dashboard.add_routes(app)
     routes_v1.add_routes(app)
     routes_usage.add_routes(app)
     if config.features.admin_api and governance.db is not None:
@@ -100,13 +113,12 @@ def create_app(config: Config) -> web.Application:
 
         admin_routes.add_routes(app, admin_routes.AdminContext(
             db=governance.db, on_change=governance.on_admin_change, rate_limits=config.rate_limits,
-            authorize=lambda request: request[CALL].principal.is_admin,
+            authorize=admin_authorized,
         ))
     if config.features.admin_api and (governance.db is not None or governance.audit.sink is not None):
         from gomodel_proxy.admin import audit_routes  # noqa: PLC0415
 
-        audit_routes.add_routes(app, governance.audit.sink,
-                                authorize=lambda request: request[CALL].principal.is_admin)
+        audit_routes.add_routes(app, governance.audit.sink, authorize=admin_authorized)
     routes_responses.add_routes(app)
     routes_messages.add_routes(app)
     routes_ops.add_routes(app)
