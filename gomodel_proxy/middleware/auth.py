@@ -76,10 +76,17 @@ class Authenticator:
         presented = presented_key(request)
         if presented is None:
             return self._without_key(request)
-        return await self.authenticate_key(presented)
+        # The master key and virtual keys are answered here, from memory, without another coroutine.
+        principal = self._known_key(presented)
+        return principal if principal is not None else await self._other_key(presented)
 
     async def authenticate_key(self, presented: str) -> Principal:
         """The principal of the key (or token) ``presented``; 401 when it is none of the gateway's."""
+        principal = self._known_key(presented)
+        return principal if principal is not None else await self._other_key(presented)
+
+    def _known_key(self, presented: str) -> Principal | None:
+        """The master key or a live virtual key (401 when it has expired); ``None`` for anything else."""
         if self._master is not None and hmac.compare_digest(presented.encode(), self._master):
             return MASTER
         if self.keys is not None:
@@ -90,9 +97,13 @@ class Authenticator:
                     raise AuthenticationError("This API key has expired; ask the gateway's admin for a new one.",
                                               code="expired_api_key")
                 return principal
-            if self.keys.revoked(presented):
-                raise AuthenticationError("This API key has been revoked; ask the gateway's admin for a new one.",
-                                          code="revoked_api_key")
+        return None
+
+    async def _other_key(self, presented: str) -> Principal:
+        """Not the master key nor a live virtual key: a revoked one (401 saying so), a JWT, or a 401."""
+        if self.keys is not None and self.keys.revoked(presented):
+            raise AuthenticationError("This API key has been revoked; ask the gateway's admin for a new one.",
+                                      code="revoked_api_key")
         if self.jwt is not None and self.jwt.looks_like(presented):
             return await self.jwt.verify(presented)
         raise AuthenticationError("Invalid API key for this gateway.")
