@@ -1,0 +1,90 @@
+"""The dashboard in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
+
+Signs in through the form (a wrong key first: the error is announced), reads the Overview, makes a call with
+a virtual key through the official ``openai`` SDK, sees it counted after a refresh, reads a chart with the
+keyboard, and signs out. ``.ci/run`` installs ``chromium`` when it is missing; without it (a developer's
+machine) the test skips, saying so.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import pytest
+
+from tests.support.gateway import Gateway
+from tests.support.governed import MASTER, Admin, governed_config, mock_provider
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency")
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y chromium; .ci/run does)")
+
+
+@pytest.fixture
+async def gateway(make_gateway: Any, tmp_path: Any) -> Gateway:
+    gw: Gateway = await make_gateway(
+        providers=mock_provider(), server={"master_key": MASTER},
+        extra=governed_config(f"sqlite+aiosqlite:///{tmp_path / 'dashboard.db'}"),
+    )
+    return gw
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield page
+            assert errors == [], errors  # no script error on any page
+        finally:
+            await browser.close()
+
+
+async def test_sign_in_read_the_overview_see_a_call_and_sign_out(gateway: Gateway, page: Any) -> None:
+    expect = playwright_api.expect
+    await page.goto(f"{gateway.url}/admin/dashboard")
+    assert page.url.endswith("/admin/dashboard/")  # the shell is under the folder: relative URLs resolve
+
+    key_input = page.get_by_label("API key")
+    await expect(key_input).to_be_visible()
+    await key_input.fill("sk-gm-not-a-key")
+    await key_input.press("Enter")
+    await expect(page.get_by_role("alert")).to_contain_text("not valid for this gateway")
+
+    await key_input.fill(MASTER)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    await expect(page.locator("#role")).to_contain_text("Admin")
+    cookie = next(c for c in await page.context.cookies() if c["name"] == "gomodel_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/admin"
+    assert MASTER not in await page.content()  # the key is gone from the page once signed in
+
+    key = await Admin(gateway).key(name="browser")
+    client = openai.AsyncOpenAI(api_key=key, base_url=f"{gateway.url}/v1", max_retries=0)
+    try:
+        answer = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        await client.close()
+    assert answer.choices[0].message.content
+
+    await page.get_by_role("button", name="Refresh").click()
+    requests = page.locator("#totals div", has_text="Requests").locator("dd")
+    await expect(requests).to_have_text("1", timeout=10_000)
+
+    chart = page.get_by_role("img", name="Requests and errors")
+    await chart.focus()
+    await chart.press("End")
+    readout = page.locator("[id$='-readout']").first
+    await expect(readout).to_contain_text("Requests 1")
+
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_label("API key")).to_be_visible()
+    assert not [c for c in await page.context.cookies() if c["name"] == "gomodel_session"]
