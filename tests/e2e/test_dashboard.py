@@ -17,18 +17,14 @@ from yarl import URL
 from gomodel_proxy.admin import sessions
 from gomodel_proxy.admin.sessions import COOKIE_NAME
 from tests.support.gateway import Gateway
-from tests.support.governed import MASTER, Admin, governed_config, mock_provider
+from tests.support.governed import MASTER, Admin, sqlite_gateway
 
 SESSION = "admin/dashboard/session"
 
 
 @pytest.fixture
 async def gateway(make_gateway: Any, tmp_path: Any) -> Gateway:
-    gw: Gateway = await make_gateway(
-        providers=mock_provider(), server={"master_key": MASTER},
-        extra=governed_config(f"sqlite+aiosqlite:///{tmp_path / 'dashboard.db'}"),
-    )
-    return gw
+    return await sqlite_gateway(make_gateway, tmp_path / "dashboard.db")
 
 
 @pytest.fixture

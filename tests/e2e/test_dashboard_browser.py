@@ -2,8 +2,8 @@
 
 Signs in through the form (a wrong key first: the error is announced), reads the Overview, makes a call with
 a virtual key through the official ``openai`` SDK, sees it counted after a refresh, reads a chart with the
-keyboard, and signs out. ``.ci/run`` installs ``chromium`` when it is missing; without it (a developer's
-machine) the test skips, saying so.
+keyboard, and signs out. ``scripts/dev test`` installs ``chromium`` when it is missing (as root); where it
+cannot, the test skips, saying so.
 """
 
 from __future__ import annotations
@@ -16,21 +16,18 @@ import openai
 import pytest
 
 from tests.support.gateway import Gateway
-from tests.support.governed import MASTER, Admin, governed_config, mock_provider
+from tests.support.governed import MASTER, Admin, sqlite_gateway
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency")
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y chromium; .ci/run does)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium (apt-get install -y chromium; scripts/dev test does as root)")
 
 
 @pytest.fixture
 async def gateway(make_gateway: Any, tmp_path: Any) -> Gateway:
-    gw: Gateway = await make_gateway(
-        providers=mock_provider(), server={"master_key": MASTER},
-        extra=governed_config(f"sqlite+aiosqlite:///{tmp_path / 'dashboard.db'}"),
-    )
-    return gw
+    return await sqlite_gateway(make_gateway, tmp_path / "dashboard.db")
 
 
 @pytest.fixture

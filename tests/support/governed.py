@@ -1,7 +1,7 @@
 """A gateway with governance on: master key, admin API, a priced mock provider, a real database.
 
-``governed_gateway`` (a fixture factory in tests/conftest.py) starts one on SQLite or PostgreSQL (a
-schema of its own), optionally sharing Redis; ``Admin`` drives its admin API as an operator would.
+``governed_config`` gives its configuration (SQLite or PostgreSQL with a schema of its own, optionally Redis),
+``sqlite_gateway`` starts one on a SQLite file; ``Admin`` drives its admin API as an operator would.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ def governed_config(db_url: str, *, schema: str | None = None, redis: dict[str, 
 def mock_provider(**mock: Any) -> dict[str, dict[str, Any]]:
     return {"mock": {"type": "mock", "models": ["m", "other"],
                      "mock": {"completion_tokens": 10, **mock}}}
+
+
+async def sqlite_gateway(make_gateway: Any, db_path: Any) -> Gateway:
+    """A governed gateway (master key ``MASTER``, the mock provider) on the SQLite file ``db_path``."""
+    gateway: Gateway = await make_gateway(providers=mock_provider(), server={"master_key": MASTER},
+                                          extra=governed_config(f"sqlite+aiosqlite:///{db_path}"))
+    return gateway
 
 
 class Admin:
