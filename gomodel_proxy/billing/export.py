@@ -4,6 +4,9 @@ The same queries on SQLite and PostgreSQL; the only difference is how a timestam
 (``date()`` on SQLite, ``to_char()`` on PostgreSQL), picked by ``db.backend``. Days come out as
 ``YYYY-MM-DD`` strings on both, so that reports compare and serialise alike. Periods are half-open:
 ``start <= created_at < end``.
+
+SQLAlchemy is imported on the first call (in a worker thread: ``load_sqlalchemy``), not with this module,
+which the admin API imports at start-up.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import io
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from gomodel_proxy.storage.database import Database, load_sqlalchemy
 
-from gomodel_proxy.storage.database import Database
-from gomodel_proxy.storage.tables import usage_records as _table
+if TYPE_CHECKING:
+    from sqlalchemy import ColumnElement, Select
 
 #: What a report can be grouped by, and the column each name becomes in its rows.
 GROUPS: dict[str, str] = {
@@ -55,6 +58,11 @@ async def usage_report(
     _check_names(group_by, GROUPS, "group_by")
     if len(set(group_by)) != len(group_by):
         raise ValueError(f"group_by names a column twice: {list(group_by)}")
+    await load_sqlalchemy()
+    from sqlalchemy import case, func, select  # noqa: PLC0415 - loaded above, off the loop
+
+    from gomodel_proxy.storage.tables import usage_records as _table  # noqa: PLC0415
+
     t = _table.c
     keys: list[ColumnElement[Any]] = []
     for name in group_by:
@@ -105,6 +113,11 @@ async def spend_since(db: Database, *, scope: str, subject_id: str, start: datet
     """
     if scope not in SCOPES:
         raise ValueError(f"unknown budget scope {scope!r}; accepted: {', '.join(SCOPES)}")
+    await load_sqlalchemy()
+    from sqlalchemy import func, select  # noqa: PLC0415 - loaded above, off the loop
+
+    from gomodel_proxy.storage.tables import usage_records as _table  # noqa: PLC0415
+
     t = _table.c
     query = select(func.coalesce(func.sum(t.cost), 0.0)).where(t.created_at >= start)
     column = SCOPES[scope]
@@ -127,6 +140,11 @@ async def usage_records(
     """The records themselves, newest first (then by id, so that pages do not overlap)."""
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset cannot be negative")
+    await load_sqlalchemy()
+    from sqlalchemy import select  # noqa: PLC0415 - loaded above, off the loop
+
+    from gomodel_proxy.storage.tables import usage_records as _table  # noqa: PLC0415
+
     t = _table.c
     query = _where(select(_table), start, end, filters)
     query = query.order_by(t.created_at.desc(), t.id.desc()).limit(limit).offset(offset)
@@ -135,6 +153,8 @@ async def usage_records(
 
 
 def _where(query: Select[Any], start: datetime, end: datetime, filters: Mapping[str, str] | None) -> Select[Any]:
+    from gomodel_proxy.storage.tables import usage_records as _table  # noqa: PLC0415 - loaded by the caller
+
     t = _table.c
     filters = filters or {}
     _check_names(filters, FILTERS, "filter")
@@ -146,6 +166,10 @@ def _where(query: Select[Any], start: datetime, end: datetime, filters: Mapping[
 
 def _day(db: Database) -> ColumnElement[Any]:
     """The UTC day of ``created_at`` (stored as UTC without an offset) as ``YYYY-MM-DD`` text."""
+    from sqlalchemy import func  # noqa: PLC0415 - loaded by the caller
+
+    from gomodel_proxy.storage.tables import usage_records as _table  # noqa: PLC0415
+
     col = _table.c.created_at
     if db.backend == "postgresql":
         return func.to_char(col, "YYYY-MM-DD")

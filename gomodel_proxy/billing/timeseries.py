@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import ColumnElement, and_, case, func, literal_column, or_, select
+from gomodel_proxy.storage.database import Database, load_sqlalchemy
 
-from gomodel_proxy.storage.database import Database
-from gomodel_proxy.storage.tables import usage_records as _table
+if TYPE_CHECKING:  # SQLAlchemy is imported on the first call, off the loop (the admin API imports this module)
+    from sqlalchemy import ColumnElement
 
 Bucket = Literal["minute", "hour", "day"]
 BUCKETS: tuple[Bucket, ...] = ("minute", "hour", "day")
@@ -63,6 +63,10 @@ def default_bucket(start: datetime, end: datetime) -> Bucket:
 
 def _bucket_of(db: Database, bucket: Bucket) -> ColumnElement[Any]:
     """``created_at`` truncated to the start of its bucket, as ``YYYY-MM-DD HH:MM:SS`` text (UTC)."""
+    from sqlalchemy import func, literal_column  # noqa: PLC0415 - loaded by the caller
+
+    from gomodel_proxy.storage.tables import usage_records as _table  # noqa: PLC0415
+
     col = _table.c.created_at
     if db.backend == "postgresql":
         # A literal unit (one of three fixed words, never client text): PostgreSQL then sees one expression.
@@ -88,6 +92,11 @@ async def usage_timeseries(
     unknown = [n for n in filters if n not in FILTERS]
     if unknown:
         raise ValueError(f"unknown filter {', '.join(map(repr, unknown))}; accepted: {', '.join(FILTERS)}")
+    await load_sqlalchemy()
+    from sqlalchemy import and_, case, func, or_, select  # noqa: PLC0415 - loaded above, off the loop
+
+    from gomodel_proxy.storage.tables import usage_records as _table  # noqa: PLC0415
+
     t = _table.c
 
     # 1. The period's records, each with its bucket.

@@ -6,7 +6,7 @@ transaction with ``INSERT ... ON CONFLICT (id) DO NOTHING`` semantics: the id is
 so writing a row twice (a replay, a commit whose answer was lost) bills it once.
 
 On PostgreSQL the writer keeps an asyncpg connection of its own (``Database.connect_driver``: same URL
-and schema, outside SQLAlchemy's pool) and a batch is a ``COPY`` into a session temporary table
+and schema; this path never imports SQLAlchemy) and a batch is a ``COPY`` into a session temporary table
 (``ON COMMIT DELETE ROWS``) then ``INSERT INTO usage_records SELECT ... ON CONFLICT (id) DO NOTHING``
 from it: 4 to 6 µs of CPU per row, less than half what SQLAlchemy's executemany costs
 (``bench/usage_writer_bench.py``). A connection that broke while idle is replaced once, at once, before
@@ -33,6 +33,7 @@ import contextlib
 import functools
 import operator
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -42,12 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import text
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from gomodel_proxy.core.process import pid_alive
 from gomodel_proxy.storage.database import Database
-from gomodel_proxy.storage.tables import usage_records
+from gomodel_proxy.storage.records import USAGE_COLUMNS
 
 SPOOL_PREFIX = "usage-spool-"
 REPLAYING = ".replaying-"
@@ -60,7 +59,9 @@ _DEFAULTS: dict[str, Any] = {
     "cache_write_tokens": 0, "estimated": False, "cost": 0.0, "latency_ms": 0.0, "ttfb_ms": None,
     "outcome": "ok", "error": None,
 }
-_COLUMNS = [c.name for c in usage_records.columns]
+#: ``tables.usage_records``' columns (``storage.records``: this module does not import SQLAlchemy, which
+#: only the SQLite path loads, on its first batch).
+_COLUMNS = list(USAGE_COLUMNS)
 #: The columns in the order of a record (a row as handed to the driver): ``created_at`` last.
 _ORDER = [c for c in _COLUMNS if c != "created_at"] + ["created_at"]
 #: A row's values in that order but ``created_at``, when it has every column (``usage_row`` rows do).
@@ -359,12 +360,8 @@ class UsageWriter:
         self._last_probe = time.monotonic()
 
     async def _probe(self) -> bool:
-        async def select_one() -> None:
-            async with self.db.connect_once() as conn:
-                await conn.execute(text("SELECT 1"))
-
         try:
-            await asyncio.wait_for(select_one(), max(min(self._remaining(), 2.0), 0.001))
+            await asyncio.wait_for(self.db.ping(), max(min(self._remaining(), 2.0), 0.001))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -501,7 +498,11 @@ def _is_data_error(exc: BaseException) -> bool:
     """The database refused the rows themselves (retrying cannot help), not a failure of the database."""
     # TypeError, ValueError: a value the driver cannot encode for its column (asyncpg's COPY raises
     # TypeError, its DataError is a ValueError), or a naive created_at.
-    if isinstance(exc, DataError | IntegrityError | ValueError | TypeError):
+    if isinstance(exc, ValueError | TypeError):
+        return True
+    # SQLAlchemy's (the SQLite path): when it is not imported, ``exc`` cannot be one of its errors.
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError):
         return True
     # asyncpg's own errors (the PostgreSQL path): SQLSTATE class 22 (data exception, e.g. a value too
     # long) or 23 (integrity constraint violation, e.g. NOT NULL).
@@ -509,7 +510,7 @@ def _is_data_error(exc: BaseException) -> bool:
     if isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23"):
         return True
     # A StatementError that is no DBAPIError failed before reaching the database (a bind value refused).
-    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+    return sa_exc is not None and isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError)
 
 
 def _short(exc: BaseException) -> str:

@@ -1,6 +1,7 @@
 """Virtual keys, users, teams and budgets held in memory: authentication never waits on the database.
 
-Each instance loads everything at start-up, then reads what changed every ``auth.refresh_s`` (keys by
+Each instance loads everything at start-up (with the raw drivers, ``storage.raw``: no SQLAlchemy on
+the start path), then reads what changed every ``auth.refresh_s`` (keys by
 their ``updated_at``; users, teams and budgets whole, they are few). A change made through this
 instance's admin API is applied at once (``refresh()``); one made on another instance within
 ``refresh_s``. Keys are found by the SHA-256 of what the client presents, so the plaintext is never
@@ -15,10 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gomodel_proxy.core.types import Principal
-from gomodel_proxy.storage import repository
+from gomodel_proxy.storage import raw
 from gomodel_proxy.storage.database import Database
-from gomodel_proxy.storage.repository import BudgetRow, KeyRow, TeamRow, UserRow
-from gomodel_proxy.storage.tables import hash_key, utcnow
+from gomodel_proxy.storage.records import BudgetRow, KeyRow, TeamRow, UserRow, hash_key, utcnow
 
 #: Re-read keys changed up to this long before the newest one seen: a transaction that committed late
 #: (its ``updated_at`` older than one already read) is not missed.
@@ -74,10 +74,10 @@ class KeyCache:
     async def refresh(self) -> None:
         """Read what changed since the last refresh (everything the first time)."""
         async with self._lock:
-            changed = await repository.keys_changed_since(self.db, self._since)
-            users = await repository.all_users(self.db)
-            teams = await repository.all_teams(self.db)
-            budgets = await repository.all_budgets(self.db)
+            changed = await raw.keys_changed_since(self.db, self._since)
+            users = await raw.all_users(self.db)
+            teams = await raw.all_teams(self.db)
+            budgets = await raw.all_budgets(self.db)
             self.users = {u.id: u for u in users}
             self.teams = {t.id: t for t in teams}
             self.budgets = {b.id: b for b in budgets}

@@ -41,7 +41,7 @@ from gomodel_proxy.middleware.chain import Chain
 from gomodel_proxy.middleware.ratelimit import RateLimit
 from gomodel_proxy.observability.metrics import Metrics
 
-if TYPE_CHECKING:  # storage (SQLAlchemy), PyJWT, guardrails, cache: imported where built, only when configured
+if TYPE_CHECKING:  # storage, PyJWT, guardrails, cache: imported where built, only when configured
     from gomodel_proxy.billing.usage_writer import UsageWriter
     from gomodel_proxy.cache.store import AnswerStore
     from gomodel_proxy.guardrails.guardrail_set import GuardrailSet
@@ -168,7 +168,7 @@ def build_governance(config: Config, providers: dict[str, Provider], logger: Any
     # gateway that cannot read them does not start.
     gov.usage_later = features.usage_tracking and not master and not config.database.url
     if master or (features.usage_tracking and not gov.usage_later):
-        from gomodel_proxy.storage.database import Database  # noqa: PLC0415 - SQLAlchemy when used
+        from gomodel_proxy.storage.database import Database  # noqa: PLC0415 - only when used
 
         gov.db = Database.from_config(config)
     if master and gov.db is not None:
@@ -264,7 +264,7 @@ def _seed(db: Database) -> Seed:
     """A budget's spend so far this period, from the usage records (first use, restart, Redis flushed)."""
 
     async def seed(budget: BudgetLimit, start: datetime) -> Decimal:
-        from gomodel_proxy.billing.export import spend_since  # noqa: PLC0415 - with the database
+        from gomodel_proxy.storage.raw import spend_since  # noqa: PLC0415 - with the database (raw driver)
 
         scope, _, subject = budget.id.partition(":")
         try:

@@ -9,7 +9,9 @@
 
 Adding a migration: change the ``Table`` in ``tables.py``, append ``Migration(n + 1, "what", fn)``
 where ``fn(conn)`` alters an existing database (``conn.execute(text("ALTER TABLE ..."))`` or
-``sqlalchemy`` DDL constructs; both backends), and update the pinned schema fingerprint in the tests.
+``sqlalchemy`` DDL constructs; both backends), set ``storage.raw.SCHEMA_VERSION`` to ``n + 1`` (what
+start-up compares with, without importing this module), and update the pinned schema fingerprint in the
+tests.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, func, select, text
 
+from gomodel_proxy.storage.raw import SCHEMA_VERSION, too_new
 from gomodel_proxy.storage.tables import UTCDateTime, metadata, utcnow
 
 #: Kept apart from ``tables.metadata``: the runner's own bookkeeping, never migrated itself.
@@ -57,6 +60,10 @@ def latest_version() -> int:
     return MIGRATIONS[-1].version if MIGRATIONS else BASELINE.version
 
 
+if latest_version() != SCHEMA_VERSION:  # pragma: no cover - a migration added without its version
+    raise RuntimeError(f"storage.raw.SCHEMA_VERSION is {SCHEMA_VERSION}, the migrations end at {latest_version()}")
+
+
 def current_version(conn: Connection) -> int:
     """The version a database is at (0: no ``schema_version`` table, an empty database)."""
     if not conn.dialect.has_table(conn, schema_version.name):
@@ -75,10 +82,7 @@ def migrate(conn: Connection) -> list[int]:
     version = current_version(conn)
     latest = latest_version()
     if version > latest:
-        raise RuntimeError(
-            f"the database is at schema version {version}, newer than this gateway knows ({latest}); "
-            "upgrade the gateway or point database.url at another database"
-        )
+        raise too_new(version, latest)
     if version == latest:
         return []
     _version_metadata.create_all(conn)

@@ -38,6 +38,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from gomodel_proxy.storage.records import hash_key, utcnow
+
+__all__ = [
+    "NAMING_CONVENTION", "UTCDateTime", "api_keys", "budgets", "hash_key", "metadata", "schema_fingerprint",
+    "teams", "usage_records", "users", "utcnow",
+]
+
 #: Deterministic constraint and index names on every backend, so that a migration can name them.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -69,15 +76,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _json() -> Any:
     return JSON().with_variant(JSONB(), "postgresql")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def hash_key(key: str) -> str:
-    """The stored form of a virtual key: SHA-256, lower-case hex (the key itself is never stored)."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 teams = Table(

@@ -28,7 +28,7 @@ from gomodel_proxy.middleware.jwt_verifier import JWTVerifier, looks_like_jwt
 from gomodel_proxy.middleware.key_cache import KeyCache
 from gomodel_proxy.server.inbound import governed, max_output_tokens
 from gomodel_proxy.server.state import CALL, STATE
-from gomodel_proxy.storage import repository
+from gomodel_proxy.storage import raw, repository
 from gomodel_proxy.storage.database import Database
 from gomodel_proxy.storage.tables import api_keys, hash_key, utcnow
 
@@ -344,13 +344,13 @@ async def test_refresh_reads_changes_incrementally(db: Database, monkeypatch: py
     other_row, other = await repository.create_key(db, team_id="research")
     cache = KeyCache(db, refresh_s=60, logger=Log())
     asked: list[Any] = []
-    real = repository.keys_changed_since
+    real = raw.keys_changed_since
 
     async def spy(database: Database, since: Any) -> Any:
         asked.append(since)
         return await real(database, since)
 
-    monkeypatch.setattr(repository, "keys_changed_since", spy)
+    monkeypatch.setattr(raw, "keys_changed_since", spy)  # the cache reads with the raw driver
     await cache.refresh()
     assert cache.loaded and cache.live_count == 2 and asked == [None]
     found = cache.lookup(key)
