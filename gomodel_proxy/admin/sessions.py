@@ -2,10 +2,12 @@
 
 The cookie's value is ``<payload>.<mac>``, both base64url without padding: the payload is the compact JSON
 (orjson) of ``{"v": 1, "r": role, "s": subject, "i": issued at, "e": expires at, "c": csrf nonce}`` (epoch
-seconds) and the mac its HMAC-SHA256 under a key derived from the master key
+seconds; a session signed in through the identity provider adds ``"n"``, the user's name, and ``"m"``, the
+email, each at most ``MAX_PROFILE_BYTES``) and the mac its HMAC-SHA256 under a key derived from the master key
 (``HMAC(master_key, "gomodel-proxy dashboard session v1")``): every instance with the same master key accepts
-the cookie, and rotating the master key ends every session. The mac is compared in constant time; a
-tampered, expired or malformed cookie is simply not a session (``verify`` answers ``None``).
+the cookie, and rotating the master key ends every session. ``seal``/``unseal`` sign other short-lived
+values the same way under a key of their own (``admin.oidc``'s sign-in flow cookie). The mac is compared in
+constant time; a tampered, expired or malformed cookie is simply not a session (``verify`` answers ``None``).
 
 The cookie is ``HttpOnly``, ``SameSite=Strict``, ``Path=/admin`` (behind a proxy that sends
 ``X-Forwarded-Prefix``, that prefix + ``/admin``) and ``Secure`` when the request came over HTTPS
@@ -44,6 +46,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MASTER_SUBJECT = "master"
 #: The subject of a session signed in with a virtual key: this prefix and the key's id.
 KEY_SUBJECT = "key:"
+#: The subject of a session signed in through the identity provider (``dashboard.sso``): this prefix and its ``sub``.
+SSO_SUBJECT = "sso:"
+#: The longest name or email kept in a session (UTF-8 bytes; longer ones are cut): the cookie stays small.
+MAX_PROFILE_BYTES = 200
 _CONTEXT = b"gomodel-proxy dashboard session v1"
 _VERSION = 1
 #: Longer than any cookie this module writes: anything longer is refused before decoding.
@@ -64,6 +70,9 @@ class Session:
     expires_at: int
     #: The nonce a change must send back as ``X-CSRF-Token``.
     csrf: str
+    #: The identity provider's user's name and email, when it gave them (sessions signed in with a key: none).
+    name: str | None = None
+    email: str | None = None
 
     @property
     def read_only(self) -> bool:
@@ -71,10 +80,15 @@ class Session:
 
     def to_json(self) -> dict[str, Any]:
         """What ``/admin/dashboard/session`` answers (the nonce included: the page needs it)."""
-        return {
+        out: dict[str, Any] = {
             "role": self.role, "subject": self.subject, "csrf": self.csrf,
             "issued_at": _rfc3339(self.issued_at), "expires_at": _rfc3339(self.expires_at),
         }
+        if self.name is not None:
+            out["name"] = self.name
+        if self.email is not None:
+            out["email"] = self.email
+        return out
 
     @property
     def key_id(self) -> str | None:
@@ -97,18 +111,27 @@ class Session:
 SESSION: web.RequestKey[Session] = web.RequestKey("gomodel_session", Session)
 
 
-def new_session(role: Role, subject: str, *, now: float | None = None, ttl_s: int = DEFAULT_TTL_S) -> Session:
-    """A fresh session with a random CSRF nonce."""
+def new_session(role: Role, subject: str, *, now: float | None = None, ttl_s: int = DEFAULT_TTL_S,
+                name: str | None = None, email: str | None = None) -> Session:
+    """A fresh session with a random CSRF nonce (``name``/``email`` cut to ``MAX_PROFILE_BYTES``)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}")
     issued = int(time.time() if now is None else now)
     return Session(role=role, subject=subject, issued_at=issued, expires_at=issued + ttl_s,
-                   csrf=secrets.token_urlsafe(24))
+                   csrf=secrets.token_urlsafe(24), name=_profile(name), email=_profile(email))
 
 
-def signing_key(master_key: str) -> bytes:
-    """The key sessions are signed with, derived from the master key (never the master key itself)."""
-    return hmac.new(master_key.encode(), _CONTEXT, hashlib.sha256).digest()
+def _profile(value: str | None) -> str | None:
+    """``value`` cut to ``MAX_PROFILE_BYTES`` of UTF-8 (at a character boundary); ``None`` when empty."""
+    if not value:
+        return None
+    return value.encode("utf-8")[:MAX_PROFILE_BYTES].decode("utf-8", "ignore") or None
+
+
+def signing_key(master_key: str, context: bytes = _CONTEXT) -> bytes:
+    """The key sessions (or, with another ``context``, other sealed values) are signed with, derived from the
+    master key (never the master key itself)."""
+    return hmac.new(master_key.encode(), context, hashlib.sha256).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -125,27 +148,43 @@ def _mac(key: bytes, payload: str) -> str:
 
 def sign(session: Session, master_key: str) -> str:
     """The cookie value of ``session``."""
-    payload = _b64(orjson.dumps({
+    fields: dict[str, Any] = {
         "v": _VERSION, "r": session.role, "s": session.subject, "i": session.issued_at,
         "e": session.expires_at, "c": session.csrf,
-    }))
-    return f"{payload}.{_mac(signing_key(master_key), payload)}"
+    }
+    if session.name is not None:
+        fields["n"] = session.name
+    if session.email is not None:
+        fields["m"] = session.email
+    return seal(fields, master_key, _CONTEXT)
 
 
-def verify(token: str | None, master_key: str, *, now: float | None = None) -> Session | None:
-    """The session in ``token`` when it is intact (its mac, compared in constant time) and not expired."""
+def seal(fields: dict[str, Any], master_key: str, context: bytes) -> str:
+    """``<payload>.<mac>``: ``fields`` as compact JSON, signed under the key of ``context``."""
+    payload = _b64(orjson.dumps(fields))
+    return f"{payload}.{_mac(signing_key(master_key, context), payload)}"
+
+
+def unseal(token: str | None, master_key: str, context: bytes) -> dict[str, Any] | None:
+    """The fields ``seal`` signed under ``context``, when ``token`` is intact (mac compared in constant time)."""
     if not token or len(token) > _MAX_TOKEN or token.count(".") != 1:
         return None
     payload, _, mac = token.partition(".")
     if not _B64.match(payload) or not _B64.match(mac):
         return None
-    if not hmac.compare_digest(mac.encode("ascii"), _mac(signing_key(master_key), payload).encode("ascii")):
+    if not hmac.compare_digest(mac.encode("ascii"), _mac(signing_key(master_key, context), payload).encode("ascii")):
         return None
     try:
         data = orjson.loads(_unb64(payload))
     except (binascii.Error, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("v") != _VERSION:
+    return data if isinstance(data, dict) else None
+
+
+def verify(token: str | None, master_key: str, *, now: float | None = None) -> Session | None:
+    """The session in ``token`` when it is intact (its mac, compared in constant time) and not expired."""
+    data = unseal(token, master_key, _CONTEXT)
+    if data is None or data.get("v") != _VERSION:
         return None
     role, subject, csrf = data.get("r"), data.get("s"), data.get("c")
     if role not in ROLES or not isinstance(subject, str) or not subject or not isinstance(csrf, str) or not csrf:
@@ -156,7 +195,11 @@ def verify(token: str | None, master_key: str, *, now: float | None = None) -> S
     moment = time.time() if now is None else now
     if not issued <= moment + 60 or moment >= expires:  # a minute of clock skew between instances
         return None
-    return Session(role=role, subject=subject, issued_at=issued, expires_at=expires, csrf=csrf)
+    name, email = data.get("n"), data.get("m")
+    if not (name is None or isinstance(name, str)) or not (email is None or isinstance(email, str)):
+        return None
+    return Session(role=role, subject=subject, issued_at=issued, expires_at=expires, csrf=csrf, name=name,
+                   email=email)
 
 
 def from_request(request: web.Request, master_key: str) -> Session | None:

@@ -13,6 +13,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -84,6 +85,7 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     problems += _check_governance(config, builder, raw)
     problems += _check_cache(config, builder, raw)
     problems += _check_credentials(config, builder, raw, Path(path).parent if path is not None else Path.cwd())
+    problems += _check_dashboard(config, builder, raw)
     if config.features.failover and path is not None:
         folder = Path(path).parent
         failover_path = folder / (config.failover_file or "failover.yaml")
@@ -139,6 +141,91 @@ def _check_credentials(config: Config, builder: _Builder, raw: Mapping[str, Any]
             problems.append(f"{at('vault.url')}: '{vault.url}' is not an http(s) URL; write it as "
                             "https://vault.example.com:8200")
     return problems
+
+#: Hosts an ``http://`` issuer or redirect URL may name: the machine itself (a provider run for development).
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+#: The route the provider sends the browser back to (``admin.dashboard``); a redirect_url must end with it.
+_SSO_CALLBACK = "/admin/dashboard/sso/callback"
+
+
+def _loopback(host: str) -> bool:
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _check_dashboard(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> list[str]:
+    """``dashboard.sso``: an https issuer (http only on loopback), a client id, groups mapped to roles, the
+    admin API on with a master key (sessions are signed with it), and a well-formed ``redirect_url``."""
+    sso = config.dashboard.sso
+    if sso is None or "dashboard.sso" in builder.bad_paths:
+        return []
+    section = raw.get("dashboard") if isinstance(raw.get("dashboard"), Mapping) else None
+    node = section.get("sso") if section is not None and isinstance(section.get("sso"), Mapping) else None
+
+    def at(key: str) -> str:
+        path = f"dashboard.sso.{key}"
+        if node is None or key not in node:
+            return f"{builder.where(section, 'sso', 'dashboard.sso')}: {path}"
+        return f"{builder.where(node, key, path)}: {path}"
+
+    problems: list[str] = []
+    if not (config.features.admin_api and config.server.master_key):
+        problems.append(f"{builder.where(section, 'sso', 'dashboard.sso')}: dashboard.sso: the dashboard needs the "
+                        "admin API and a master key (sessions are signed with it); set features.admin_api: true and "
+                        "server.master_key (or GOMODEL_MASTER_KEY), or remove dashboard.sso")
+    if "dashboard.sso.issuer" not in builder.bad_paths:
+        problem = _url_problem(sso.issuer, "the provider's issuer, e.g. https://idp.example.com/realms/x "
+                               "(discovery is read at <issuer>/.well-known/openid-configuration)")
+        if problem:
+            problems.append(f"{at('issuer')}: {problem}")
+    if not sso.client_id.strip() and "dashboard.sso.client_id" not in builder.bad_paths:
+        problems.append(f"{at('client_id')}: required; set it to the client id registered for the dashboard at the "
+                        "provider (e.g. gomodel-dashboard)")
+    if not sso.name.strip() or len(sso.name) > 64:
+        problems.append(f"{at('name')}: the sign-in button's label, 1 to 64 characters (e.g. \"Company SSO\"); "
+                        "fix it or remove it")
+    if "openid" not in sso.scopes or any(not s or any(c.isspace() for c in s) for s in sso.scopes):
+        problems.append(f"{at('scopes')}: list scopes without spaces, 'openid' among them "
+                        "(default: [openid, profile, email]; add groups where the provider needs it)")
+    if not sso.groups_claim.strip():
+        problems.append(f"{at('groups_claim')}: name the claim holding the user's groups (default: groups)")
+    for key in ("admin_groups", "read_only_groups"):
+        if any(not group.strip() for group in getattr(sso, key)):
+            problems.append(f"{at(key)}: an empty group name; write the group's name or remove the entry")
+    if not sso.admin_groups and not sso.read_only_groups:
+        problems.append(f"{at('admin_groups')}: no group would be let in: list the provider's groups whose users "
+                        "sign in as admins (admin_groups) and/or read-only (read_only_groups), "
+                        "e.g. admin_groups: [gateway-admins]")
+    if sso.redirect_url and "dashboard.sso.redirect_url" not in builder.bad_paths:
+        problem = _url_problem(sso.redirect_url, f"the dashboard's callback as the provider knows it, e.g. "
+                               f"https://gateway.example.com{_SSO_CALLBACK}")
+        if problem is None and not urllib.parse.urlsplit(sso.redirect_url).path.endswith(_SSO_CALLBACK):
+            problem = (f"'{sso.redirect_url}' does not end with {_SSO_CALLBACK} (the route that completes the "
+                       "sign-in); write the full callback URL, e.g. "
+                       f"https://gateway.example.com{_SSO_CALLBACK}, or remove it to derive it from each request")
+        if problem:
+            problems.append(f"{at('redirect_url')}: {problem}")
+    return problems
+
+
+def _url_problem(url: str, what: str) -> str | None:
+    """Why ``url`` cannot be an issuer or callback (https, or http on a loopback host; no query or fragment)."""
+    if not url.strip():
+        return f"required; set it to {what}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"'{url}' is not a URL; set it to {what}"
+    if parts.scheme not in ("https", "http") or not host or parts.username is not None or parts.password is not None:
+        return f"'{url}' is not an https URL; set it to {what}"
+    if parts.query or parts.fragment:
+        return f"'{url}' has a query or fragment; remove it (set it to {what})"
+    if parts.scheme == "http" and not _loopback(host):
+        return (f"'{url}' is plain http: sign-in would travel unencrypted; use https (http is accepted only on "
+                "localhost/127.0.0.1/::1, for a provider run on this machine)")
+    return None
+
 
 def _check_cache(config: Config, builder: _Builder, raw: Mapping[str, Any]) -> list[str]:
     """The response cache's backend and semantic provider exist."""

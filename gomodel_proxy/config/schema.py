@@ -446,6 +446,40 @@ class ObservabilityConfig:
 
 
 @dataclass(slots=True)
+class SSOConfig:
+    """Sign-in to the dashboard through an OpenID Connect provider (authorization code with PKCE).
+
+    The provider is found at ``<issuer>/.well-known/openid-configuration``; its users' groups (the
+    ``groups_claim`` of the ID token, else of the userinfo answer) decide their role: any of ``admin_groups``
+    admin, else any of ``read_only_groups`` read-only, else refused.
+    """
+
+    issuer: str
+    client_id: str
+    #: Empty: a public client (PKCE alone); otherwise sent as the token endpoint asks (basic or post).
+    client_secret: str = field(default="", repr=False, metadata={"secret": True})
+    #: The sign-in button's label ("Sign in with <name>").
+    name: str = "SSO"
+    scopes: list[str] = field(default_factory=lambda: ["openid", "profile", "email"])
+    #: The claim holding the user's groups (a list of names, or one name); dotted paths reach nested claims.
+    groups_claim: str = "groups"
+    admin_groups: list[str] = field(default_factory=list)
+    read_only_groups: list[str] = field(default_factory=list)
+    #: The callback URL registered at the provider ("": derived from each request: its Host, and
+    #: X-Forwarded-Proto/-Prefix as for the session cookie).
+    redirect_url: str = ""
+    #: The longest a call to the provider (discovery, token, keys, userinfo) may take.
+    timeout_s: float = field(default=10.0, metadata={"min": 0.1, "max": 120})
+
+
+@dataclass(slots=True)
+class DashboardConfig:
+    """The operators' dashboard (``features.admin_api`` with a master key)."""
+
+    sso: SSOConfig | None = None
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -470,5 +504,7 @@ class Config:
     failover: FailoverSettings | None = field(default=None, metadata={"internal": True})
     #: Prices overriding the shipped table (``billing.pricing``).
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    #: The operators' dashboard: sign-in through an identity provider (``dashboard.sso``).
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     #: Where the configuration came from (for messages); not a YAML key.
     source: str = field(default="<defaults>", metadata={"internal": True})

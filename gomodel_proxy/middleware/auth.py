@@ -8,10 +8,11 @@ first step (``ModelAccess``) then refuses a model the caller may not use, once t
 - A virtual key: looked up in memory by its SHA-256 (``KeyCache``), never a database round trip.
 - A JWT (three dot-separated parts) when ``auth.jwt`` is configured (``JWTVerifier``).
 - A dashboard session (``admin.sessions``), only under ``/admin/`` and only when no key was presented: its
-  signed cookie stands for the master or the admin key it signed in with. A change made with it (any method
-  but GET, HEAD, OPTIONS) needs ``X-CSRF-Token`` equal to the session's nonce (else 403 ``csrf_failed``), and
-  a read-only session may make none (403 ``read_only``) but sign out. The dashboard's page, its assets and its
-  sign-in (whose body carries the key) need no credential.
+  signed cookie stands for the master or the admin key it signed in with (or an identity provider's user). A
+  change made with it (any method but GET, HEAD, OPTIONS) needs ``X-CSRF-Token`` equal to the session's nonce
+  (else 403 ``csrf_failed``), and a read-only session may make none (403 ``read_only``) but sign out. The
+  dashboard's page, its assets and its sign-ins (the key's, whose body carries the key, and SSO's: its status,
+  start and callback) need no credential.
 Missing or wrong credentials: 401; an expired or revoked key: 401 saying so; a model not allowed: 403.
 """
 
@@ -36,14 +37,19 @@ MASTER = Principal(kind="master", is_admin=True)
 #: The dashboard (``admin.dashboard``): its page and assets, and its sign-in, need no credential.
 DASHBOARD = "/admin/dashboard"
 DASHBOARD_SESSION = DASHBOARD + "/session"
+DASHBOARD_SSO = DASHBOARD + "/sso"
+DASHBOARD_SSO_LOGIN = DASHBOARD_SSO + "/login"
+DASHBOARD_SSO_CALLBACK = DASHBOARD_SSO + "/callback"
 _DASHBOARD_ASSETS = DASHBOARD + "/assets/"
+_DASHBOARD_SSO_PATHS = frozenset({DASHBOARD_SSO, DASHBOARD_SSO_LOGIN, DASHBOARD_SSO_CALLBACK})
 
 
 def dashboard_open(request: web.Request) -> bool:
     """Whether ``request`` is one the dashboard answers without a credential."""
     path = request.path
     return (path in (DASHBOARD, DASHBOARD + "/") or path.startswith(_DASHBOARD_ASSETS)
-            or (path == DASHBOARD_SESSION and request.method == "POST"))
+            or (path == DASHBOARD_SESSION and request.method == "POST")
+            or (path in _DASHBOARD_SSO_PATHS and request.method in ("GET", "HEAD")))
 
 
 def presented_key(request: web.Request) -> str | None:

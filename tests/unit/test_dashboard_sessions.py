@@ -277,12 +277,32 @@ async def test_the_dashboard_page_and_sign_in_need_no_credential() -> None:
     authn = Authenticator(MASTER)
     for method, path in (("GET", "/admin/dashboard"), ("GET", "/admin/dashboard/"),
                          ("GET", "/admin/dashboard/assets/app.js"), ("HEAD", "/admin/dashboard/assets/app.css"),
-                         ("POST", "/admin/dashboard/session")):
+                         ("POST", "/admin/dashboard/session"), ("GET", "/admin/dashboard/sso"),
+                         ("GET", "/admin/dashboard/sso/login"), ("GET", "/admin/dashboard/sso/callback")):
         request = _request(method, path)
         assert dashboard_open(request)
         assert await authn.authenticate(request) is ANONYMOUS
     for method, path in (("GET", "/admin/dashboard/session"), ("DELETE", "/admin/dashboard/session"),
-                         ("GET", "/admin/dashboardx"), ("GET", "/admin/keys")):
+                         ("GET", "/admin/dashboardx"), ("GET", "/admin/keys"), ("POST", "/admin/dashboard/sso/login"),
+                         ("POST", "/admin/dashboard/sso/callback"), ("GET", "/admin/dashboard/sso/other")):
         assert not dashboard_open(_request(method, path))
         with pytest.raises(AuthenticationError):
             await authn.authenticate(_request(method, path))
+
+
+# -- sessions of an identity provider's users ----------------------------------------------------------------------
+def test_name_and_email_round_trip_and_older_cookies_still_verify() -> None:
+    session = _session("read_only", "sso:bob", name="Bob", email="bob@example.com")
+    token = sign(session, MASTER)
+    assert _payload(token)["n"] == "Bob" and _payload(token)["m"] == "bob@example.com"
+    assert verify(token, MASTER, now=NOW) == session
+    assert session.to_json()["name"] == "Bob" and session.to_json()["email"] == "bob@example.com"
+    principal = session.principal()
+    assert principal.kind == "jwt" and principal.user_id == "sso:bob" and not principal.is_admin
+    # A cookie written before these fields existed (no "n", no "m") is still a session.
+    old = _session(subject="key:k_9")
+    assert "n" not in _payload(sign(old, MASTER)) and verify(sign(old, MASTER), MASTER, now=NOW) == old
+    assert set(old.to_json()) == {"role", "subject", "csrf", "issued_at", "expires_at"}
+    # Not strings: not a session (signed correctly all the same).
+    forged = sessions.seal({**_payload(token), "n": 5}, MASTER, b"gomodel-proxy dashboard session v1")
+    assert verify(forged, MASTER, now=NOW) is None
