@@ -672,6 +672,130 @@ PATHS["/admin/audit"] = {
     ),
 }
 
+# -- the gateway's state (gomodel_proxy.admin.state_routes) ------------------------------------------------------
+#: Served by every gateway with the admin API and a master key (no database needed). Times are RFC 3339 (UTC);
+#: keys appear only as fingerprints (the first 8 hex digits of their SHA-256).
+_MONEY = {"type": ["string", "null"], "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+          "description": "USD as a decimal string; null when unknown."}
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+SCHEMAS["Breaker"] = {
+    "type": "object",
+    "required": ["state", "enabled", "failures", "retry_at"],
+    "properties": {
+        "state": {"type": "string", "enum": ["closed", "half_open", "open"]},
+        "enabled": {"type": "boolean"},
+        "failures": {"type": "integer", "description": "Failures in a row within the breaker's window."},
+        "failure_threshold": {"type": ["integer", "null"]},
+        "opened_at": _TIME_OR_NULL,
+        "retry_at": {**_TIME_OR_NULL, "description": "When an open breaker lets a probe through."},
+        "transitions": {**_COUNTS, "description": "Transitions into each state since start."},
+    },
+}
+SCHEMAS["ProviderKey"] = {
+    "type": "object",
+    "required": ["fingerprint", "state", "cooldown_until"],
+    "properties": {
+        "fingerprint": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+        "state": {"type": "string", "enum": ["active", "rate_limited", "resting", "revoked", "circuit_open"],
+                  "description": "resting: after a 429; rate_limited: its own rpm/tpm spent; revoked: 401/403."},
+        "cooldown_until": _TIME_OR_NULL,
+        "requests": {"type": "integer"},
+        "failures": {**_COUNTS, "description": "Failures by reason."},
+        "weight": {"type": "number"},
+        "rpm": {"type": ["integer", "null"]},
+        "tpm": {"type": ["integer", "null"]},
+        "breaker": {"anyOf": [_ref("Breaker"), {"type": "null"}]},
+    },
+}
+SCHEMAS["ProviderState"] = {
+    "type": "object",
+    "required": ["name", "type", "base_url", "breaker", "keys", "models"],
+    "properties": {
+        "name": {"type": "string"},
+        "type": {"type": "string", "description": "The provider kind: openai, anthropic, gemini, ..."},
+        "base_url": {"type": "string", "description": "Without credentials or query."},
+        "available": {"type": "boolean", "description": "False: skipped at start-up (no key)."},
+        "breaker": _ref("Breaker"),
+        "keys": {"type": "array", "items": _ref("ProviderKey"), "description": "Empty for a keyless provider."},
+        "retries": _COUNTS,
+        "fast_failures": {"type": "integer", "description": "Requests refused at once by the open breaker."},
+        "models": {"type": ["integer", "null"], "description": "Models the registry knows (null: not listed yet)."},
+        "models_status": {"type": ["string", "null"], "enum": ["pending", "ok", "cached", "failed", None]},
+    },
+}
+SCHEMAS["ProviderStateList"] = _obj({"object": {"type": "string", "const": "list"},
+                                     "data": {"type": "array", "items": _ref("ProviderState")}})
+SCHEMAS["EffectiveConfig"] = _obj({
+    "object": {"type": "string", "const": "config"},
+    "source": {"type": ["string", "null"], "description": "The configuration file (null: defaults only)."},
+    "config": {"type": "object", "description": "The running configuration; every secret is masked ('***', "
+               "providers' keys 'fp:<fingerprint>', URL passwords '***')."},
+})
+SCHEMAS["LiveRequestsQuery"] = _obj(
+    {"backlog": {"type": "integer", "minimum": 0, "maximum": 500, "default": 50,
+                 "description": "The latest finished requests sent first."}},
+    [],
+)
+SCHEMAS["LiveRequest"] = {
+    "type": "object",
+    "description": "The data of an 'event: request' (never a prompt, an answer or a key).",
+    "required": ["request_id", "time", "endpoint", "model", "provider", "status", "outcome", "stream",
+                 "latency_ms", "ttfb_ms", "input_tokens", "output_tokens", "cost_usd", "key_id", "user_id",
+                 "team_id"],
+    "properties": {
+        "request_id": {"type": "string"},
+        "time": {**_TIME, "description": "When it finished (RFC 3339, milliseconds)."},
+        "endpoint": {"type": "string"},
+        "model": {"type": ["string", "null"], "description": "The model asked for."},
+        "upstream_model": {"type": ["string", "null"]},
+        "provider": {"type": ["string", "null"]},
+        "status": {"type": "integer"},
+        "outcome": {"type": "string"},
+        "error_code": {"type": ["string", "null"]},
+        "stream": {"type": "boolean"},
+        "cached": {"type": "boolean"},
+        "billable": {"type": "boolean"},
+        "latency_ms": {"type": "number"},
+        "ttfb_ms": {"type": ["number", "null"]},
+        "input_tokens": {"type": ["integer", "null"]},
+        "output_tokens": {"type": ["integer", "null"]},
+        "cost_usd": _MONEY,
+        "key_id": {"type": ["string", "null"]},
+        "user_id": {"type": ["string", "null"]},
+        "team_id": {"type": ["string", "null"]},
+    },
+}
+_BUDGET_PROPS.update({
+    "used": {**_MONEY, "description": "Spent in the current period (GET only; null: no budget ledger)."},
+    "reserved": {**_MONEY, "description": "Held by calls in flight (GET only)."},
+    "remaining": {**_MONEY, "description": "max_budget - used - reserved, at least 0 (GET only)."},
+})  # not required: PUT and DELETE answer the record alone
+PATHS["/admin/providers"] = {
+    "get": _op("listProviders", "Each configured provider (configuration order): breaker, keys by fingerprint, "
+               "models known.", {"200": _json("ProviderStateList", "The providers."), **_errors()}),
+}
+PATHS["/admin/config"] = {
+    "get": _op("getConfig", "The running configuration with every secret masked.",
+               {"200": _json("EffectiveConfig", "The configuration."), **_errors()}),
+}
+PATHS["/admin/requests/live"] = {
+    "get": _op(
+        "liveRequests",
+        "Requests as they finish, as server-sent events: the latest `backlog` first, then each new one "
+        "(`event: request`, data: a LiveRequest). A listener too slow loses the oldest and gets `event: dropped` "
+        "(data `{\"count\": n}`); `: keep-alive` every 15 s; the stream ends at gateway shutdown. At most 32 "
+        "listeners (503 too_many_listeners).",
+        {
+            "200": {"description": "The event stream.", "content": {"text/event-stream": {
+                "schema": {"type": "string"}, "x-event-data": _ref("LiveRequest")}}},
+            "503": {"description": "Too many listeners (code too_many_listeners), or shutting down.",
+                    "content": {"application/json": {"schema": _ref("Error")}}},
+            **_errors(400),
+        },
+        parameters=query_parameters("LiveRequestsQuery"),
+    ),
+}
+
 # -- dashboard sessions (gomodel_proxy.admin.dashboard) ------------------------------------------------
 #: The dashboard's sign-in: a signed, HttpOnly, SameSite=Strict cookie (``gomodel_session``, Path=/admin) that
 #: then authenticates ``/admin/*`` in place of a key; a change made with it needs ``X-CSRF-Token``. Its page and
@@ -700,6 +824,61 @@ PATHS["/admin/dashboard/session"] = {
     "delete": _op(
         "dashboardSignOut", "Sign out: clears the cookie (with the cookie, X-CSRF-Token is required).",
         {"204": {"description": "Signed out."}, **_errors()},
+    ),
+}
+
+# -- dashboard SSO (gomodel_proxy.admin.dashboard, admin.oidc) ---------------------------------------------------
+# Sessions of an identity provider's users carry its name and email (optional: key sessions have none).
+SCHEMAS["DashboardSession"]["properties"].update({
+    "name": {"type": "string", "maxLength": 200, "description": "The identity provider's name of the user (SSO)."},
+    "email": {"type": "string", "maxLength": 200, "description": "The user's email at the identity provider (SSO)."},
+})
+SCHEMAS["DashboardSession"]["properties"]["subject"]["description"] = (
+    "'master', 'key:<id>' of the key signed in with (never the key), or 'sso:<sub>' of the provider's user.")
+SCHEMAS["DashboardSSO"] = _obj({
+    "enabled": {"type": "boolean", "description": "Whether dashboard.sso is configured."},
+    "name": {"type": ["string", "null"], "description": "The sign-in button's label (\"Sign in with <name>\")."},
+    "login_url": {"type": "string", "const": "sso/login", "description": "Relative to the dashboard's page."},
+})
+_TOO_MANY_SIGN_INS = {
+    "description": "Too many failed sign-ins from this address lately (code too_many_sign_ins); Retry-After says "
+                   "when to try again.",
+    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+    "content": {"application/json": {"schema": _ref("Error")}},
+}
+_TO_THE_PAGE = {
+    "description": "To the dashboard's page, relative: '../' signed in, '../#sso-error=<denied|state|failed>' "
+                   "refused (denied: in none of the configured groups; state: no matching sign-in in progress, or "
+                   "a replay; failed: the provider or its tokens failed).",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
+PATHS["/admin/dashboard/sso/login"] = {
+    "get": _op(
+        "dashboardSsoLogin",
+        "Start signing in through the identity provider: a 302 to its authorization endpoint (code flow, PKCE "
+        "S256, state and nonce), the flow in a 10-minute HttpOnly SameSite=Lax cookie on the callback's path.",
+        {"302": {"description": "To the provider, or (it cannot be reached) to the page with #sso-error=failed.",
+                 "headers": {"Location": {"schema": {"type": "string"}}}},
+         "404": {"$ref": "#/components/responses/NotFound"}, "429": _TOO_MANY_SIGN_INS},
+        security=[],
+    ),
+}
+PATHS["/admin/dashboard/sso/callback"] = {
+    "get": _op(
+        "dashboardSsoCallback",
+        "Where the provider sends the browser back (code and state, or error): the state checked against the flow "
+        "cookie, the code exchanged, the ID token validated, the user's groups mapped to a role. Sets the session "
+        "cookie on success.",
+        {"302": _TO_THE_PAGE, "404": {"$ref": "#/components/responses/NotFound"}},
+        parameters=[{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for name in ("code", "state", "error")],
+        security=[],
+    ),
+}
+PATHS["/admin/dashboard/sso"] = {
+    "get": _op(
+        "dashboardSso", "Whether the page offers \"Sign in with <name>\" (dashboard.sso), and where the link goes.",
+        {"200": _json("DashboardSSO", "SSO's status.")}, security=[],
     ),
 }
 

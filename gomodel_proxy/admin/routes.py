@@ -9,6 +9,7 @@ schemas (``openapi.SCHEMAS``, compiled once), and after a successful change awai
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import fastjsonschema
 from aiohttp import web
@@ -207,6 +208,38 @@ def budget_json(row: repo.BudgetRow) -> dict[str, Any]:
     }
 
 
+def spend_json(row: repo.BudgetRow, spend: tuple[Decimal, Decimal] | None) -> dict[str, str | None]:
+    """``used`` (spent in the current period), ``reserved`` (held by calls in flight) and ``remaining`` as
+    decimal strings; all ``null`` when ``spend`` is ``None`` (the gateway keeps no budget ledger)."""
+    if spend is None:
+        return {"used": None, "reserved": None, "remaining": None}
+    spent, reserved = spend
+    left = max(Decimal(0), Decimal(str(row.max_budget)) - spent - reserved)
+    return {"used": _decimal(spent), "reserved": _decimal(reserved), "remaining": _decimal(left)}
+
+
+def _decimal(value: Decimal) -> str:
+    text = f"{value.normalize():f}"
+    return "0" if text in ("0", "-0") else text
+
+
+async def budget_spend(request: web.Request, rows: list[repo.BudgetRow]) -> list[tuple[Decimal, Decimal] | None]:
+    """What each budget has spent and holds in reserve in its current period, from the gateway's budget
+    ledger (the one the budget step charges); ``None`` for each when the gateway keeps none (budgets off)."""
+    from gomodel_proxy.billing.ledger import BudgetLimit  # noqa: PLC0415
+    from gomodel_proxy.billing.periods import Period  # noqa: PLC0415
+    from gomodel_proxy.server.state import STATE  # noqa: PLC0415 - the server imports this module
+
+    state = request.app.get(STATE)
+    ledger = getattr(getattr(state, "governance", None), "ledger", None)
+    if ledger is None:
+        return [None] * len(rows)
+    limits = [BudgetLimit(r.id, Decimal(str(r.max_budget)), cast("Period", r.period)) for r in rows]
+    found = await asyncio.gather(*(ledger.status(b) for b in limits), return_exceptions=True)
+    # A ledger that cannot answer now (Redis down) leaves the figures out; the budgets are still listed.
+    return [None if isinstance(f, BaseException) else f for f in found]
+
+
 def _ctx(request: web.Request) -> AdminContext:
     return request.app[ADMIN]
 
@@ -358,11 +391,15 @@ def _budget_id(request: web.Request, *, creating: bool = False) -> str:
 
 
 async def list_budgets(request: web.Request) -> web.Response:
-    return _list([budget_json(b) for b in await repo.list_budgets(_ctx(request).db)])
+    rows = await repo.list_budgets(_ctx(request).db)
+    spends = await budget_spend(request, rows)
+    return _list([{**budget_json(b), **spend_json(b, s)} for b, s in zip(rows, spends, strict=True)])
 
 
 async def get_budget(request: web.Request) -> web.Response:
-    return _json(budget_json(await repo.get_budget(_ctx(request).db, _budget_id(request))))
+    row = await repo.get_budget(_ctx(request).db, _budget_id(request))
+    spend = (await budget_spend(request, [row]))[0]
+    return _json({**budget_json(row), **spend_json(row, spend)})
 
 
 async def put_budget(request: web.Request) -> web.Response:

@@ -28,6 +28,8 @@ class RequestRecorder:
         self.tracer: Any = None
         #: ``observability.dogstatsd.DogStatsD`` when DogStatsD is on.
         self.dogstatsd: Any = None
+        #: ``observability.live.LiveFeed.publish`` while someone follows the live requests; ``None``: nobody.
+        self.live: Callable[[CallRecord], None] | None = None
 
     def record(self, call: CallRecord) -> None:
         self.recent.append(call)
@@ -46,6 +48,11 @@ class RequestRecorder:
         usage = call.usage
         if usage is not None:
             charge_usage(usage.input_tokens + usage.output_tokens)  # the key's TPM budget, if it has one
+        if self.live is not None:  # the only cost while nobody listens
+            try:
+                self.live(call)
+            except Exception:  # a listener's event must not fail the request's end
+                self.logger.exception("live request event failed", request_id=call.request_id)
         if not self.access_log:
             return
         usage = call.usage

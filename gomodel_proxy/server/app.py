@@ -54,8 +54,15 @@ def build_providers(config: Config, logger: Any) -> dict[str, Provider]:
 
 
 def admin_authorized(request: web.Request) -> bool:
-    """Whether the caller may use this admin route: an admin, or a read-only dashboard session reading."""
-    if request[CALL].principal.is_admin:
+    """Whether the caller may use this admin route: an admin, or a read-only dashboard session reading.
+
+    Every admin route asks this first, so it also names the call for the audit trail, the live log and the
+    metrics: ``admin <METHOD> <route>`` (the route's template, ``/admin/keys/{key_id}``: a bounded set).
+    """
+    call = request[CALL]
+    call.endpoint = f"admin {request.method} {request.match_info.route.resource.canonical}" \
+        if request.match_info.route.resource is not None else "admin"
+    if call.principal.is_admin:
         return True
     session = request.get(SESSION)
     return session is not None and session.read_only and request.method in SAFE_METHODS
@@ -100,7 +107,11 @@ def create_app(config: Config) -> web.Application:
     if config.features.admin_api:
         from gomodel_proxy.admin import credentials_routes  # noqa: PLC0415 - POST /admin/credentials/reload
 
-        credentials_routes.add_routes(app)
+        credentials_routes.add_routes(app, authorize=admin_authorized)
+        if config.server.master_key:
+            from gomodel_proxy.admin import state_routes  # noqa: PLC0415 - providers, config, live requests
+
+            state_routes.add_routes(app, authorize=admin_authorized)
         if config.server.master_key and governance.authenticator is not None:
             from gomodel_proxy.admin import dashboard  # noqa: PLC0415 - the operators' pages and sign-in
 
