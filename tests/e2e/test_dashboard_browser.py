@@ -8,21 +8,17 @@ cannot, the test skips, saying so.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
 
+from tests.support.browser import needs_chromium, page_without_errors, playwright_api
 from tests.support.gateway import Gateway
 from tests.support.governed import MASTER, Admin, sqlite_gateway
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency")
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium (apt-get install -y chromium; scripts/dev test does as root)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -32,17 +28,8 @@ async def gateway(make_gateway: Any, tmp_path: Any) -> Gateway:
 
 @pytest.fixture
 async def page() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield page
-            assert errors == [], errors  # no script error on any page
-        finally:
-            await browser.close()
+    async with page_without_errors() as page:
+        yield page
 
 
 async def test_sign_in_read_the_overview_see_a_call_and_sign_out(gateway: Gateway, page: Any) -> None:

@@ -20,7 +20,6 @@ import asyncio
 import csv
 import io
 import re
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,12 @@ import openai
 import pytest
 
 from gomodel_proxy.admin import sessions
+from tests.support.browser import chromium as launch_chromium
+from tests.support.browser import needs_chromium, playwright_api
 from tests.support.gateway import Gateway
 from tests.support.governed import MASTER, Admin, governed_config, mock_provider
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency")
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium (apt-get install -y chromium; scripts/dev test does as root)")
+pytestmark = needs_chromium
 
 #: Each page: its hash, its heading.
 PAGES = {
@@ -105,12 +102,8 @@ class Browser:
 
 @pytest.fixture
 async def chromium(gateway: Gateway) -> AsyncIterator[Browser]:
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield Browser(browser, gateway)
-        finally:
-            await browser.close()
+    async with launch_chromium() as browser:
+        yield Browser(browser, gateway)
 
 
 async def sign_in(page: Any, gateway: Gateway) -> None:

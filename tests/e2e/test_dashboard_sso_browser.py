@@ -5,36 +5,23 @@ Skips, saying why, without chromium or without the provider (``tests.support.oid
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.e2e.test_dashboard_sso import CALLBACK, sso_section
+from tests.support.browser import needs_chromium, page_without_errors, playwright_api
 from tests.support.governed import MASTER, governed_config, mock_provider
 from tests.support.oidc import OIDCProvider, free_port, require_provider
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency")
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium (apt-get install -y chromium; scripts/dev test does as root)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 async def page() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            context = await browser.new_context(viewport={"width": 1280, "height": 900})
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            yield page
-            assert errors == [], errors  # no script error on any page
-        finally:
-            await browser.close()
+    async with page_without_errors() as page:
+        yield page
 
 
 async def test_bob_signs_in_with_sso_and_reads_only(make_gateway: Any, tmp_path: Any, page: Any) -> None:

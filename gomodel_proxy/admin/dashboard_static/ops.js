@@ -311,7 +311,7 @@ function auditRow(e, index) {
       if (detail) detail.remove();
     } else {
       row.after(h("tr", { id: detailId, class: "entry-detail" }, h("td", { colspan: AUDIT_COLUMNS.length },
-        h("pre", { class: "json", tabindex: 0, "aria-label": "The entry as JSON" }, JSON.stringify(e, null, 2)))));
+        h("pre", { class: "json", tabindex: 0, role: "region", "aria-label": "The entry as JSON" }, JSON.stringify(e, null, 2)))));
     }
     show.setAttribute("aria-expanded", String(!open));
     show.textContent = open ? "Show" : "Hide";
@@ -400,7 +400,7 @@ export function configPage(view) {
 
   const render = () => {
     if (!data) return;
-    box.replaceChildren(json ? h("pre", { class: "json", tabindex: 0, "aria-label": "Configuration as JSON" },
+    box.replaceChildren(json ? h("pre", { class: "json", tabindex: 0, role: "region", "aria-label": "Configuration as JSON" },
       JSON.stringify(data.config, null, 2))
       : h("ul", { class: "tree root" }, Object.entries(data.config || {}).map(([k, v]) => tree(k, v, 0))));
   };
