@@ -163,6 +163,15 @@ export function table({ caption, columns, rows, foot, empty = "Nothing to show."
   ]));
 }
 
+/** ``wrap`` (a ``table()``) made a labelled, focusable region, so a table wider than the page scrolls
+ * sideways inside its card by keyboard too. */
+export function scrollRegion(wrap, label) {
+  wrap.setAttribute("tabindex", "0");
+  wrap.setAttribute("role", "region");
+  wrap.setAttribute("aria-label", `${label} (scrolls sideways when wider than the page)`);
+  return wrap;
+}
+
 /** A small button (``data`` attributes allowed through ``attrs``). */
 export const button = (label, onclick, attrs = {}) =>
   h("button", { type: "button", class: "button small secondary", onclick, ...attrs }, label);

@@ -2,7 +2,7 @@
 // event stream), the Audit trail (a search over /admin/audit) and the Configuration (masked by the server).
 
 import {
-  api, fail, fields, fmtDateTime, fmtInt, fmtMs, fmtTime, fmtUsd, h, orNone, pageFrame, readFields, say, table,
+  api, fail, fields, fmtDateTime, fmtInt, fmtMs, fmtTime, fmtUsd, h, orNone, pageFrame, readFields, say, scrollRegion, table,
 } from "./lib.js";
 
 // -- shared -------------------------------------------------------------------------------------------
@@ -166,10 +166,7 @@ export function livePage(view) {
     empty: "Waiting for requests…" });
   const body = wrap.querySelector("tbody");
   wrap.classList.add("live");
-  // Wider than the page on a narrow screen: it scrolls sideways inside its card, by keyboard too.
-  wrap.setAttribute("tabindex", "0");
-  wrap.setAttribute("role", "region");
-  wrap.setAttribute("aria-label", "Latest requests (scrolls sideways when wider than the page)");
+  scrollRegion(wrap, "Latest requests");
   view.append(h("div", { class: "toolbar plain" }, h("div", { class: "field check" }, [operators,
     h("label", { for: "live-operators" }, "Include the admin API and this dashboard's own calls"),
     h("p", { id: "live-operators-hint", class: "hint" },
@@ -358,6 +355,7 @@ export function auditPage(view) {
         columns: AUDIT_COLUMNS, rows: [], empty: "No entries match.",
       });
       wrap.classList.add("audit");
+      scrollRegion(wrap, "Audit entries");
       const entries = auditOrder(found.data);
       if (entries.length) wrap.querySelector("tbody").replaceChildren(...entries.map((e, i) => auditRow(e, i)));
       list.replaceChildren(wrap);
