@@ -357,6 +357,8 @@ class Run:
             self.restarters["nginx"] = lambda: _started(start_nginx(setup.children, setup.workdir, mock.port,
                                                                     setup.gateway_cpu))
         self.cold: dict[str, list[float]] = {}
+        #: RSS at rest before the first admin call (which loads SQLAlchemy), where one is made: gateway-prod.
+        self.rss_before_admin: dict[str, float] = {}
         bare_config = gateway_config(setup, mock.port, "gateway-bare", None)
         bare, self.cold["gateway-bare"] = cold_starts(setup, bare_config, "gateway-bare", args.startup_runs)
         self.add(bare)
@@ -368,6 +370,9 @@ class Run:
         else:
             config = gateway_config(setup, mock.port, "gateway-prod", self.prod)
             prod, self.cold["gateway-prod"] = cold_starts(setup, config, "gateway-prod", args.startup_runs)
+            # At rest before any admin call: the first one (here, making the virtual key) loads SQLAlchemy.
+            time.sleep(0.5)
+            self.rss_before_admin["gateway-prod"] = tree_rss(prod.pid)
             prod.key = create_virtual_key(prod.port)
             self.add(prod)
             self.restarters["gateway-prod"] = lambda: spawn_gateway(setup, config, "gateway-prod")[0]
@@ -574,7 +579,8 @@ class Run:
             growth = by_round[-1] - by_round[0] if len(by_round) > 1 else 0.0
             # Grew: more after the last round of request load than after the first (the first round brings
             # the allocator's pools and the connections to their working size; a leak keeps adding).
-            f["rss_mb"] = {"idle": idle, "peak_under_load": peak, "after": after, "by_round": by_round,
+            f["rss_mb"] = {"idle": idle, "idle_before_admin": self.rss_before_admin.get(name),
+                           "peak_under_load": peak, "after": after, "by_round": by_round,
                            "after_streams": self.rss_after_streams.get(name, 0.0),
                            "growth": growth, "grew": growth > max(5.0, 0.1 * idle)}
             out["figures"][name] = f

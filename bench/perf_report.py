@@ -104,6 +104,8 @@ def print_report(res: dict[str, Any]) -> None:
     rows(f"CPU us/request at c={lvl}", lambda f: f["cpu_us_per_req"])
     print("RSS MB (process tree)")
     rows("  idle (ready + 0.5 s)", lambda f: {"median": f["rss_mb"]["idle"], "min": 0, "max": 0}, spread=False)
+    _row("  idle before any admin call", [_k(x) if (x := figs[n]["rss_mb"].get("idle_before_admin")) else "-"
+                                           for n in names])
     rows("  peak under load", lambda f: {"median": f["rss_mb"]["peak_under_load"], "min": 0, "max": 0}, spread=False)
     _row("  after request load (+1.5 s)", [f"{_k(figs[n]['rss_mb']['after'])}" for n in names])
     _row("  after each round", [" / ".join(_k(x) for x in figs[n]["rss_mb"].get("by_round", []))
@@ -256,8 +258,12 @@ def summarize_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     for system in ("gateway-bare", "gateway-prod"):
         if system in figs:
             idle = figs[system]["rss_mb"]["idle"]
-            out.append(_target(f"idle RSS, {system}", idle, idle < TARGET_IDLE_RSS_MB, f"{idle:.1f} MB",
-                               f"< {TARGET_IDLE_RSS_MB} MB"))
+            fresh = figs[system]["rss_mb"].get("idle_before_admin")
+            if fresh:  # the admin API's first call loads SQLAlchemy (~20 MB), which then stays: both are judged
+                out.append(_target(f"idle RSS before any admin call, {system}", fresh, fresh < TARGET_IDLE_RSS_MB,
+                                   f"{fresh:.1f} MB", f"< {TARGET_IDLE_RSS_MB} MB"))
+            out.append(_target(f"idle RSS{' once the admin API was used' if fresh else ''}, {system}", idle,
+                               idle < TARGET_IDLE_RSS_MB, f"{idle:.1f} MB", f"< {TARGET_IDLE_RSS_MB} MB"))
             rss = figs[system]["rss_mb"]
             if len(rss.get("by_round", [])) > 1:
                 out.append(_target(f"RSS after load, {system}", rss["growth"], not rss["grew"],

@@ -56,6 +56,9 @@ def test_quick_perf_run(tmp_path: Path) -> None:
     assert results["workers"]["ratio"] > 0
     assert {t["status"] for t in results["targets"]} <= {"PASS", "MISS", "n/a"}
     if "gateway-prod" in figures:
+        # RSS at rest is also taken before the first admin call (which loads SQLAlchemy), and judged on its own.
+        assert figures["gateway-prod"]["rss_mb"]["idle_before_admin"] > 0
+        assert any(t["name"].startswith("idle RSS before any admin call") for t in results["targets"])
         evidence = results["prod_checks"]
         assert evidence["usage_rows"] > 0 and evidence["audit_request_entries"] > 0, evidence
 
