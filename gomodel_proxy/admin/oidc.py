@@ -35,7 +35,7 @@ import orjson
 from gomodel_proxy.admin import sessions
 from gomodel_proxy.config.schema import JWTConfig, SSOConfig
 from gomodel_proxy.core.errors import AuthenticationError
-from gomodel_proxy.middleware.jwt_verifier import _ASYMMETRIC, _MAX_TOKEN_CHARS, JWTVerifier, _unverified_header
+from gomodel_proxy.middleware.jwt_verifier import ASYMMETRIC_ALGORITHMS, MAX_TOKEN_CHARS, JWTVerifier, unverified_header
 
 ErrorCode = Literal["denied", "state", "failed"]
 #: How long a user has between clicking "Sign in with ..." and coming back.
@@ -273,9 +273,9 @@ class IDTokenVerifier(JWTVerifier):
             raise SignInError("failed", f"ID token: {exc.message}") from None
 
     async def _validate(self, token: str, nonce: str) -> dict[str, Any]:
-        if len(token) > _MAX_TOKEN_CHARS or not token.isascii():
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
             raise AuthenticationError("invalid token: malformed")
-        header = _unverified_header(token)
+        header = unverified_header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
             raise AuthenticationError("invalid token: algorithm not accepted")
@@ -476,4 +476,4 @@ class OIDCClient:
 
 def _id_token_algorithms(discovery: Discovery) -> set[str]:
     """The asymmetric algorithms the provider signs ID tokens with (RS256 when it lists none usable)."""
-    return (set(discovery.id_token_algorithms) & _ASYMMETRIC) or {"RS256"}
+    return (set(discovery.id_token_algorithms) & ASYMMETRIC_ALGORITHMS) or {"RS256"}

@@ -38,14 +38,14 @@ Fetch = Callable[[str], Awaitable[bytes]]
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 #: The only algorithms ever accepted, whatever the configuration says: asymmetric signatures.
-_ASYMMETRIC = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
+ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
 #: The curve each ECDSA algorithm is defined on (a key on another curve does not fit it).
 _EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 #: Unknown ``kid``s re-fetch the JWKS at most this often: a flood of made-up kids cannot hammer the issuer.
 _MIN_REFETCH_S = 10.0
 _FETCH_TIMEOUT_S = 5.0
 _MAX_JWKS_BYTES = 1 << 20
-_MAX_TOKEN_CHARS = 16 * 1024
+MAX_TOKEN_CHARS = 16 * 1024
 _CACHE_SIZE = 10_000
 #: RSA keys shorter than this are refused (forgeable in practice).
 _MIN_RSA_BITS = 2048
@@ -100,7 +100,7 @@ class JWTVerifier:
         self.logger = logger
         self._fetch = fetch or self._http_get
         self._clock = clock
-        self._algorithms = frozenset(config.algorithms) & _ASYMMETRIC
+        self._algorithms = frozenset(config.algorithms) & ASYMMETRIC_ALGORITHMS
         self._leeway = float(config.leeway_s)
         self._session: aiohttp.ClientSession | None = None
         #: Keys by kid, and the keys without one (a static PEM, or JWKs that name no kid).
@@ -147,7 +147,7 @@ class JWTVerifier:
         Messages never include the token (it is a credential) nor header values it chose, beyond a
         well-formed algorithm name.
         """
-        if len(token) > _MAX_TOKEN_CHARS or not token.isascii():
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
             raise AuthenticationError("invalid token: malformed")
         digest = hashlib.sha256(token.encode()).digest()
         hit = self._cache.get(digest)
@@ -158,7 +158,7 @@ class JWTVerifier:
                 return hit[0]
             del self._cache[digest]
 
-        header = _unverified_header(token)
+        header = unverified_header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self._algorithms:
             shown = alg if isinstance(alg, str) and _SAFE_ALG.fullmatch(alg) else "(invalid)"
@@ -352,7 +352,7 @@ class JWTVerifier:
             if entry.get("use", "sig") != "sig":
                 continue
             declared = entry.get("alg")
-            if declared is not None and declared not in _ASYMMETRIC:
+            if declared is not None and declared not in ASYMMETRIC_ALGORITHMS:
                 continue
             try:
                 key = jwt.PyJWK(entry).key
@@ -386,7 +386,7 @@ class JWTVerifier:
         return bytes(body)
 
 
-def _unverified_header(token: str) -> dict[str, Any]:
+def unverified_header(token: str) -> dict[str, Any]:
     """The token's header, parsed only to pick the algorithm and key (``jwt.decode`` checks it again);
     done here rather than by ``jwt.get_unverified_header``, which costs as much as the signature check."""
     head, dot, _ = token.partition(".")
