@@ -1,11 +1,13 @@
 """Headless Chromium for the dashboard's browser tests: Debian's ``chromium`` driven by Playwright.
 
 Playwright is a dev dependency and brings no browser; ``scripts/dev test`` installs Debian's ``chromium`` (as
-root). Test modules set ``pytestmark = needs_chromium``: without the browser they skip, saying how to get it.
+root). Test modules set ``pytestmark = needs_chromium``: without the browser they skip, saying how to get it
+(under ``CI`` they fail instead).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +18,8 @@ import pytest
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("CI"):  # in CI the browser tests must run, not skip
+    raise RuntimeError("CI is set but chromium is missing: apt-get install -y chromium (scripts/dev test does as root)")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium (apt-get install -y chromium; scripts/dev test does as root)")
 
