@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from gomodel_proxy.billing.usage import RECORD_COLUMNS
 from gomodel_proxy.core.process import pid_alive
 from gomodel_proxy.storage.database import Database
 from gomodel_proxy.storage.records import USAGE_COLUMNS
@@ -63,7 +64,10 @@ _DEFAULTS: dict[str, Any] = {
 #: only the SQLite path loads, on its first batch).
 _COLUMNS = list(USAGE_COLUMNS)
 #: The columns in the order of a record (a row as handed to the driver): ``created_at`` last.
-_ORDER = [c for c in _COLUMNS if c != "created_at"] + ["created_at"]
+_ORDER = list(RECORD_COLUMNS)
+#: What ``submit`` takes: a record (``usage.usage_record``: a tuple in ``_ORDER``, an aware UTC ``created_at``
+#: last), which is what requests hand over, or a row as a dict by column (a spool file's line, a caller's own).
+Row = dict[str, Any] | tuple[Any, ...]
 #: A row's values in that order but ``created_at``, when it has every column (``usage_row`` rows do).
 _VALUES = operator.itemgetter(*_ORDER[:-1])
 #: PostgreSQL: the session temporary table a batch is copied into (a name of its own: ``pg_temp`` comes
@@ -114,8 +118,8 @@ class UsageWriter:
         self.batches = 0
         #: Rows the database refused as data (written to the rejected file).
         self.rejected = 0
-        self._buffer: deque[dict[str, Any]] = deque()
-        self._inflight: list[dict[str, Any]] = []
+        self._buffer: deque[Row] = deque()
+        self._inflight: list[Row] = []
         self._spilling = 0
         self._spill_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -146,7 +150,7 @@ class UsageWriter:
         """Rows in memory, neither in the database nor in a spool file yet."""
         return len(self._buffer) + len(self._inflight) + self._spilling
 
-    def submit(self, row: dict[str, Any]) -> None:
+    def submit(self, row: Row) -> None:
         """Queue ``row`` for the database. Called from a request's ``finally``: never blocks, never raises."""
         try:
             if self._closed:
@@ -234,7 +238,7 @@ class UsageWriter:
         if self._spool_dirty and not self._down and not self._closing and len(self._buffer) < self.batch_size:
             await self._replay_all()
 
-    def _take(self, n: int) -> list[dict[str, Any]]:
+    def _take(self, n: int) -> list[Row]:
         return [self._buffer.popleft() for _ in range(min(n, len(self._buffer)))]
 
     async def _spool_taken(self, n: int) -> None:
@@ -250,7 +254,7 @@ class UsageWriter:
             return self.flush_timeout_s
         return min(self.flush_timeout_s, self._deadline - asyncio.get_running_loop().time())
 
-    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+    async def _insert(self, rows: list[Row]) -> None:
         """One batch in one transaction, ``ON CONFLICT (id) DO NOTHING``; raises what the database raised.
 
         PostgreSQL: ``COPY`` into the stage table then ``INSERT ... SELECT`` on the writer's own asyncpg
@@ -308,7 +312,7 @@ class UsageWriter:
         except Exception:  # a connection that cannot close cleanly is cut
             conn.terminate()
 
-    async def _flush_rows(self, rows: list[dict[str, Any]], *, replay: bool) -> list[dict[str, Any]]:
+    async def _flush_rows(self, rows: list[Row], *, replay: bool) -> list[Row]:
         """Insert ``rows`` in batches; the rows not written (the database failed: now ``down``)."""
         for i in range(0, len(rows), self.batch_size):
             batch = rows[i:i + self.batch_size]
@@ -320,7 +324,7 @@ class UsageWriter:
                 self.written += len(batch)
         return []
 
-    async def _write(self, rows: list[dict[str, Any]]) -> bool:
+    async def _write(self, rows: list[Row]) -> bool:
         """One batch in one transaction; False (and ``down``) when the database failed or was too slow."""
         try:
             await asyncio.wait_for(self._insert(rows), max(self._remaining(), 0.001))
@@ -333,9 +337,9 @@ class UsageWriter:
             return False
         return True
 
-    async def _salvage(self, rows: list[dict[str, Any]]) -> bool:
+    async def _salvage(self, rows: list[Row]) -> bool:
         """A batch refused as data: insert row by row, the rows refused go to the rejected file."""
-        refused: list[dict[str, Any]] = []
+        refused: list[Row] = []
         for row in rows:
             try:
                 await asyncio.wait_for(self._insert([row]), max(self._remaining(), 0.001))
@@ -346,7 +350,7 @@ class UsageWriter:
                     self._went_down(exc)
                     return False
                 refused.append(row)
-                self.log.error("usage_row_rejected", id=row.get("id"), error=_short(exc))
+                self.log.error("usage_row_rejected", id=_as_dict(row).get("id"), error=_short(exc))
         if refused:
             path = self.spool_dir / f"usage-rejected-{self._pid}.jsonl"
             await asyncio.to_thread(_append, path, _encode(refused))
@@ -369,7 +373,7 @@ class UsageWriter:
         return True
 
     # -- spool ----------------------------------------------------------------------------------
-    async def _spool(self, rows: list[dict[str, Any]]) -> None:
+    async def _spool(self, rows: list[Row]) -> None:
         """Append ``rows`` to this process's spool file (fsync'd); they stay in memory if that fails."""
         if not rows:
             return
@@ -408,7 +412,7 @@ class UsageWriter:
         self._spill_tasks.add(task)
         task.add_done_callback(self._spill_tasks.discard)
 
-    def _late(self, row: dict[str, Any]) -> None:
+    def _late(self, row: Row) -> None:
         """A row submitted after close(): straight to the spool file, a small synchronous append at
         shutdown (no task is left to hand it to, and losing it is worse than a brief block)."""
         try:
@@ -445,11 +449,21 @@ def _sqlite_multirow(rows: int) -> str:
     return f"INSERT INTO usage_records ({', '.join(_ORDER)}) VALUES {values} ON CONFLICT (id) DO NOTHING"  # noqa: S608
 
 
-def _record(row: dict[str, Any], postgres: bool) -> tuple[Any, ...]:
+def _record(row: Row, postgres: bool) -> tuple[Any, ...]:
     """A row as the driver takes it: every column in ``_ORDER`` (defaults filled), ``created_at`` last, an
     aware datetime for PostgreSQL (the stage table's ``timestamptz``), UTC without an offset in SQLAlchemy's
     text form for SQLite (as ``UTCDateTime`` stores it). ``created_at`` may be an ISO string (a row back
-    from a spool file); a naive one is refused (``ValueError``: the row goes to the rejected file)."""
+    from a spool file); a naive one is refused (``ValueError``: the row goes to the rejected file). A record
+    (a tuple: what requests submit) is already in that form for PostgreSQL."""
+    if isinstance(row, tuple):
+        if len(row) != len(_ORDER):
+            raise ValueError(f"a usage record has {len(_ORDER)} values, not {len(row)}")
+        created = row[-1]
+        if type(created) is not datetime or created.tzinfo is not UTC:
+            created = _aware(_as_dict(row), created)
+        if postgres:
+            return row if created is row[-1] else (*row[:-1], created)
+        return (*row[:-1], created.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds"))
     created = row.get("created_at")
     if type(created) is not datetime or created.tzinfo is not UTC:  # the usual case skips this
         created = _aware(row, created)
@@ -517,8 +531,14 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
 
 
-def _encode(rows: Iterable[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in rows)
+def _as_dict(row: Row) -> dict[str, Any]:
+    """A row as a dict by column (a record's values named by ``_ORDER``)."""
+    return dict(zip(_ORDER, row, strict=False)) if isinstance(row, tuple) else row
+
+
+def _encode(rows: Iterable[Row]) -> bytes:
+    """Rows as spool (or rejected) file lines: one JSON object by column each, whatever form they came in."""
+    return b"".join(orjson.dumps(_as_dict(r), option=orjson.OPT_APPEND_NEWLINE) for r in rows)
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -564,9 +584,9 @@ def _claim_all(spool_dir: Path, pid: int) -> list[Path]:
     return claimed
 
 
-def _read(path: Path) -> tuple[list[dict[str, Any]], int]:
+def _read(path: Path) -> tuple[list[Row], int]:
     """The rows of a spool file, and how many lines could not be read (a line cut by a crash)."""
-    rows: list[dict[str, Any]] = []
+    rows: list[Row] = []
     bad = 0
     with _FILE_LOCK:
         try:

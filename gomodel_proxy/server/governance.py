@@ -27,7 +27,7 @@ from gomodel_proxy.billing.call_cost import CallPricer
 from gomodel_proxy.billing.ledger import BudgetLedger, BudgetLimit, MemoryLedger, RedisLedger, Seed
 from gomodel_proxy.billing.periods import utcnow
 from gomodel_proxy.billing.pricing import PriceTable, install
-from gomodel_proxy.billing.usage import new_call_id, usage_row
+from gomodel_proxy.billing.usage import new_call_id, usage_record
 from gomodel_proxy.config.schema import Config
 from gomodel_proxy.core.errors import ServiceUnavailableError
 from gomodel_proxy.core.interfaces import Middleware, Provider
@@ -72,7 +72,7 @@ class Governance:
     #: The embedded usage store is opened after start-up (see ``build_governance``); records made
     #: meanwhile wait in ``_early``.
     usage_later: bool = False
-    _early: list[dict[str, Any]] = field(default_factory=list)
+    _early: list[tuple[Any, ...]] = field(default_factory=list)
     _opening: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ class Governance:
         if writer is None and not self.usage_later:
             return
         self.pricer.settle(call)
-        row = usage_row(call, new_call_id(), utcnow())
+        row = usage_record(call, new_call_id(), utcnow())
         if writer is None:
             self._early.append(row)  # the store is still opening
         else:

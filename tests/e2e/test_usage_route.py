@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gomodel_proxy.billing.usage import RECORD_COLUMNS
 from gomodel_proxy.core.errors import InvalidRequestError
 from gomodel_proxy.core.types import Principal
 from gomodel_proxy.server.routes_usage import _filters, parse_time
@@ -115,7 +116,8 @@ async def test_a_zero_config_gateway_records_usage_in_its_embedded_store_once_op
         assert resp.headers["Retry-After"] == "1"
     async with gateway.http.post("v1/chat/completions", json=CHAT) as resp:
         assert resp.status == 200
-    assert [row["request_id"] for row in gov._early] == [resp.headers["X-Request-ID"]]  # kept meanwhile
+    request_id = RECORD_COLUMNS.index("request_id")  # the records wait as tuples (billing.usage.usage_record)
+    assert [row[request_id] for row in gov._early] == [resp.headers["X-Request-ID"]]  # kept meanwhile
     gov._opening = opened
     await opened
     if gov.writer is None:  # it had opened before the test looked: put it back and hand over what waited

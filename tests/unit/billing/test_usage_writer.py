@@ -16,7 +16,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select, text
 
-from gomodel_proxy.billing.usage import new_call_id, usage_row
+from gomodel_proxy.billing.usage import RECORD_COLUMNS, new_call_id, usage_record, usage_row
 from gomodel_proxy.billing.usage_writer import UsageWriter
 from gomodel_proxy.core.types import CallRecord, Principal, Usage
 from gomodel_proxy.storage.database import Database
@@ -401,6 +401,47 @@ async def test_rows_land_with_their_values_and_types(db: Database, tmp_path: Pat
 
 
 _COLUMN_NAMES = {c.name for c in usage_records.columns}
+
+
+def make_call(n: int) -> CallRecord:
+    return CallRecord(request_id=f"rec-{n}", endpoint="/v1/chat/completions", started=100.0, stream=True,
+                      model_requested="gpt", provider="openai", model="gpt-4o-mini", status=200,
+                      usage=Usage(input_tokens=10, output_tokens=5, cached_tokens=2), first_byte_at=100.05,
+                      finished=100.25, principal=Principal(kind="key", key_id="k1", user_id="u1", team_id="t1"),
+                      cost=Decimal("0.000123"))
+
+
+async def test_records_as_requests_submit_them_are_stored_like_rows(db: Database, tmp_path: Path) -> None:
+    """``usage_record`` tuples (what requests submit) and ``usage_row`` dicts store the same values."""
+    w = writer(db, tmp_path)
+    await w.start()
+    records = [usage_record(make_call(i), new_call_id(), T0) for i in range(3)]
+    for record in records:
+        w.submit(record)
+    await wait_until(lambda: w.written == 3)
+    await w.close()
+    stored = await stored_rows(db)
+    for record in records:
+        row = dict(zip(RECORD_COLUMNS, record, strict=True))
+        got = stored[row["id"]]
+        assert got["created_at"] == T0
+        for column in _COLUMN_NAMES - {"created_at"}:
+            assert got[column] == row[column], column
+
+
+async def test_records_spooled_while_the_database_is_down_are_replayed(db: Database, tmp_path: Path) -> None:
+    w = writer(db, tmp_path)
+    records = [usage_record(make_call(i), new_call_id(), T0) for i in range(3)]
+    await w.close()  # closed: a late record goes straight to the spool file, as a row by column
+    for record in records:
+        w.submit(record)
+    lines = [orjson.loads(line) for line in w.spool_path.read_bytes().splitlines()]
+    assert lines == [orjson.loads(orjson.dumps(dict(zip(RECORD_COLUMNS, r, strict=True)))) for r in records]
+    again = writer(db, tmp_path)
+    await again.start()  # replays the spool file left by the closed writer (this process's)
+    await wait_until(lambda: again.replayed == 3)
+    await again.close()
+    assert sorted(await table_ids(db)) == sorted(r[0] for r in records)
 
 
 async def test_postgres_duplicates_in_a_batch_and_across_batches_are_one_row(db: Database, tmp_path: Path) -> None:
