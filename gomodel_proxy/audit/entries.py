@@ -17,12 +17,12 @@ Entries (flat JSON-able dicts; ``kind`` says which):
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from gomodel_proxy.core.ids import random_id
 from gomodel_proxy.core.types import CallRecord
 from gomodel_proxy.observability import logging as log_redaction
 
@@ -71,7 +71,7 @@ def redact(entry: dict[str, Any], *, trusted: frozenset[str] = frozenset()) -> d
 
 def new_id() -> str:
     """An entry id: unique, sortable within a second is not needed (``ts`` orders entries)."""
-    return os.urandom(12).hex()
+    return random_id()
 
 
 _iso_second: list[Any] = [None, ""]

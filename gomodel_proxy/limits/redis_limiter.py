@@ -135,14 +135,28 @@ class RedisRateLimiter:
         self._charge = guard.script(_CHARGE)
         self._lease_share = lease_share
         self._leases = Leases[_Lease](self._return)
+        #: Each limit name's two bucket keys (rpm, tpm), made once: names are few (keys, users, teams).
+        self._keys: dict[str, tuple[str, str]] = {}
         #: Admissions decided from a lease, and in Redis.
         self.leased = 0
         self.asked = 0
+
+    def _keys_of(self, name: str) -> tuple[str, str]:
+        keys = self._keys.get(name)
+        if keys is None:
+            if len(self._keys) > 65_536:  # bounded: a key's name is its id, and ids come and go
+                self._keys.clear()
+            keys = self._keys[name] = (f"{self._prefix}{name}:rpm", f"{self._prefix}{name}:tpm")
+        return keys
 
     async def acquire(self, limits: Sequence[Limit], tokens: int) -> Decision:
         """Take 1 request and ``tokens`` from every bucket of ``limits``, all or nothing: from this
         instance's leases where they hold enough, the rest in one round trip."""
         tokens = max(0, tokens)
+        if self._guard.available:  # while Redis is down no lease serves: the failure policy answers
+            decision = self._from_leases(limits, tokens)
+            if decision is not None:
+                return decision
         req_limits = [limit for limit in limits if limit.rpm > 0]
         tok_limits = [limit for limit in limits if limit.tpm > 0]
         if not req_limits and not tok_limits:
@@ -187,6 +201,49 @@ class RedisRateLimiter:
         return decide(
             allowed, tokens, req_limits=req_limits, req_levels=shown[:nreq],
             tok_limits=tok_limits, tok_levels=shown[nreq:],
+        )
+
+    def _from_leases(self, limits: Sequence[Limit], tokens: int) -> Decision | None:
+        """The usual admission, when this instance's leases hold enough for every bucket: taken from them
+        with no round trip and no intermediate lists of keys; ``None`` when some bucket must ask Redis.
+
+        The same outcome as the general path of ``acquire`` with every bucket local (it is that path's
+        fast case, kept apart so that a request served by leases builds only what its ``Decision`` needs).
+        """
+        leases = self._leases.by_key
+        keys_of = self._keys_of
+        req_limits: list[Limit] = []
+        req_leases: list[_Lease] = []
+        tok_limits: list[Limit] = []
+        tok_leases: list[_Lease] = []
+        for limit in limits:
+            rpm_key, tpm_key = keys_of(limit.name)
+            if limit.rpm > 0:
+                lease = leases.get(rpm_key)
+                if lease is None or lease.held < 1:
+                    return None
+                req_limits.append(limit)
+                req_leases.append(lease)
+            if limit.tpm > 0:
+                lease = leases.get(tpm_key)
+                if lease is None or lease.held < tokens:
+                    return None
+                tok_limits.append(limit)
+                tok_leases.append(lease)
+        if not req_leases and not tok_leases:
+            return unlimited()
+        now = time.monotonic()
+        for lease in req_leases:
+            lease.held -= 1
+            lease.last_used = now
+        for lease in tok_leases:
+            lease.held -= tokens
+            lease.last_used = now
+        self.leased += 1
+        # What is left for this instance: the level in Redis plus its lease.
+        return decide(
+            True, tokens, req_limits=req_limits, req_levels=[lease.level + lease.held for lease in req_leases],
+            tok_limits=tok_limits, tok_levels=[lease.level + lease.held for lease in tok_leases],
         )
 
     async def _ask(self, keys: list[str], caps: list[int], remote: list[int], nreq: int,
@@ -259,7 +316,7 @@ class RedisRateLimiter:
         for limit in limits:
             if limit.tpm <= 0:
                 continue
-            key = f"{self._prefix}{limit.name}:tpm"
+            key = self._keys_of(limit.name)[1]
             lease = leases.get(key)
             if lease is None:
                 rest.append(limit)

@@ -37,6 +37,8 @@ class Metrics:
         self._children: dict[tuple[Any, ...], Any] = {}
         #: Finished calls not yet added to the collectors, and in-flight changes by endpoint (``flush``).
         self._pending: list[CallRecord] = []
+        #: Prices not added to the cost counter yet, by (provider, model): flushed with the calls.
+        self._pending_cost: dict[tuple[str, str], float] = {}
         self._in_flight_deltas: dict[str, int] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._in_flight_gauges: dict[str, InFlight] = {}
@@ -152,10 +154,13 @@ class Metrics:
         if len(pending) >= FLUSH_CALLS:
             self.flush()
         elif self._flush_timer is None:
-            try:
-                self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
-            except RuntimeError:  # no loop (a tool, a test): at once
-                self.flush()
+            self._flush_later()
+
+    def _flush_later(self) -> None:
+        try:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+        except RuntimeError:  # no loop (a tool, a test): at once
+            self.flush()
 
     def flush(self) -> None:
         """Add the queued calls and in-flight changes to the collectors."""
@@ -167,6 +172,10 @@ class Metrics:
             gauge = self._child(self.in_flight, endpoint)  # the series exists from the first request on
             if delta:
                 gauge.inc(delta)
+        if self._pending_cost:
+            costs, self._pending_cost = self._pending_cost, {}
+            for (provider, model), amount in costs.items():
+                self._child(self.cost, provider, model).inc(amount)
         pending, self._pending = self._pending, []
         if not pending:
             return
@@ -204,10 +213,15 @@ class Metrics:
             observe_many(self._child(self.overhead, endpoint), values)
 
     def observe_cost(self, call: CallRecord) -> None:
-        """The call's price, once known (after the usage record priced it; ``RequestRecorder``)."""
+        """The call's price, once known (after the usage record priced it; ``RequestRecorder``): queued and
+        added with the next ``flush``, like the calls (a counter's ``inc`` takes a lock per call)."""
         cost = call.cost
         if cost:
-            self._child(self.cost, call.provider, call.model).inc(float(cost))
+            costs = self._pending_cost
+            key = (call.provider, call.model)
+            costs[key] = costs.get(key, 0.0) + float(cost)
+            if self._flush_timer is None:
+                self._flush_later()
 
     def refusal(self, exc: GatewayError) -> None:
         """A request the gateway's own limits refused (the edge calls this for every 429 it answers)."""

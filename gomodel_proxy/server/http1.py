@@ -478,8 +478,17 @@ def serialize(response: web.StreamResponse, version: HttpVersion, keep_alive: bo
         data = body._value if isinstance(getattr(body, "_value", None), bytes) else b""
     status = response.status
     headers = response.headers
-    head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()
-                    if name not in _FRAMING_HEADERS]).encode("latin-1")
+    # The pieces joined as they are: an f-string per header formats each name through ``istr.__format__``
+    # (multidict's str subclass), which costs twice the join here (13 headers: 2.3 us against 1.3).
+    parts: list[str] = []
+    for name, value in headers.items():
+        if name not in _FRAMING_HEADERS:
+            parts += (name, ": ", value, "\r\n")
+    try:
+        head = "".join(parts).encode("latin-1")
+    except TypeError:  # a value set as something else than a str (aiohttp takes them): formatted instead
+        head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()
+                        if name not in _FRAMING_HEADERS]).encode("latin-1")
     extra = b""
     if data and "Content-Type" not in headers:
         extra += b"Content-Type: application/octet-stream\r\n"

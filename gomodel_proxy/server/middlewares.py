@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 
@@ -17,6 +16,7 @@ from gomodel_proxy.core.errors import (
     NotFoundError,
     PayloadTooLargeError,
 )
+from gomodel_proxy.core.ids import random_id
 from gomodel_proxy.core.types import CallRecord
 from gomodel_proxy.server.state import CALL, STATE
 
@@ -35,7 +35,7 @@ def overhead_header(call: CallRecord) -> str:
 async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Tags the request, renders every failure as OpenAI error JSON, and records the request."""
     incoming = request.headers.get("X-Request-ID")
-    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(12).hex()
+    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else random_id()
     call = CallRecord(request_id=request_id, endpoint="other")
     request[CALL] = call
     CURRENT_CALL.set(call)  # this request's task (and what it awaits) sees its record

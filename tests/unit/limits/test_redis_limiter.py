@@ -8,7 +8,7 @@ import math
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from gomodel_proxy.config.schema import RedisConfig
 from gomodel_proxy.core.errors import ServiceUnavailableError
 from gomodel_proxy.limits.redis_guard import RedisGuard
-from gomodel_proxy.limits.redis_limiter import RedisRateLimiter
+from gomodel_proxy.limits.redis_limiter import RedisRateLimiter, _Lease
 from gomodel_proxy.limits.token_bucket import Limit, RateLimiter
 
 
@@ -349,3 +349,34 @@ async def test_two_instances_with_leases_never_admit_more_than_the_limit(make_gu
     assert allowed <= 5_000 + refilled
     assert allowed >= 5_000 - 2 * 5  # at most a lease per instance left unused
     assert sum(limiter.leased for limiter in limiters) > 0
+
+
+async def test_a_request_served_by_leases_decides_as_the_general_path_does() -> None:
+    """``_from_leases`` (the usual admission) and ``acquire``'s general path give the same ``Decision``,
+    headers included, and take the same units from the same leases."""
+
+    class Up:  # a guard that is up; nothing here reaches Redis (every bucket is leased)
+        prefix = "t:"
+        available = True
+
+        def script(self, source: str) -> str:
+            return source
+
+    def leased() -> RedisRateLimiter:
+        rl = RedisRateLimiter(cast(Any, Up()))
+        for name, cap, unit, held in (("key:a:rpm", 10_000, True, 7.0), ("key:a:tpm", 1_000_000, False, 900.0),
+                                      ("team:t:rpm", 50_000, True, 30.0)):
+            rl._leases.by_key[f"t:rl:{name}"] = _Lease(held, cap * 0.5, cap // 1000, cap, unit, 0.0)
+        return rl
+
+    limits = [Limit("key:a", 10_000, 1_000_000), Limit("team:t", 50_000, 0)]
+    fast, general = leased(), leased()
+    general._from_leases = lambda *_: None  # type: ignore[method-assign]
+    for tokens in (100, 0, 250):
+        a, b = await fast.acquire(limits, tokens), await general.acquire(limits, tokens)
+        assert a == b and a.headers() == b.headers() and a.allowed
+    assert {k: v.held for k, v in fast._leases.by_key.items()} == {
+        k: v.held for k, v in general._leases.by_key.items()}
+    assert fast.leased == general.leased == 3 and fast.asked == general.asked == 0
+    # a lease short of the request's tokens: not served from leases (Redis decides)
+    assert fast._from_leases(limits, 10_000) is None
