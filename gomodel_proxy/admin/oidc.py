@@ -35,7 +35,13 @@ import orjson
 from gomodel_proxy.admin import sessions
 from gomodel_proxy.config.schema import JWTConfig, SSOConfig
 from gomodel_proxy.core.errors import AuthenticationError
-from gomodel_proxy.middleware.jwt_verifier import ASYMMETRIC_ALGORITHMS, MAX_TOKEN_CHARS, JWTVerifier, unverified_header
+from gomodel_proxy.middleware.jwt_verifier import (
+    ASYMMETRIC_ALGORITHMS,
+    MAX_TOKEN_CHARS,
+    JWTVerifier,
+    claim,
+    unverified_header,
+)
 
 ErrorCode = Literal["denied", "state", "failed"]
 #: How long a user has between clicking "Sign in with ..." and coming back.
@@ -214,19 +220,6 @@ def token_request(config: SSOConfig, discovery: Discovery, flow: Flow, code: str
 
 
 # -- claims to a role ------------------------------------------------------------------------------------
-def claim(claims: Mapping[str, Any], path: str) -> Any:
-    """The claim named ``path``: the literal key first (namespaced claims are URLs with dots), else a dotted
-    path into nested objects (``realm_access.roles``)."""
-    if path in claims:
-        return claims[path]
-    value: Any = claims
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
 def groups_of(claims: Mapping[str, Any], path: str) -> list[str] | None:
     """The user's groups: a list of names or one name; ``None`` when the claim is absent."""
     value = claim(claims, path)

@@ -17,7 +17,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,18 +230,18 @@ class JWTVerifier:
     def _principal(self, claims: dict[str, Any]) -> Principal:
         """Map the configured claims: user (required), team (a string, or a list's first), admin flag."""
         config = self.config
-        user = _claim(claims, config.user_claim)
+        user = claim(claims, config.user_claim)
         if isinstance(user, int) and not isinstance(user, bool):
             user = str(user)
         if not isinstance(user, str) or not user:
             raise AuthenticationError(f"invalid token: no {config.user_claim} claim naming the user")
-        team = _claim(claims, config.team_claim) if config.team_claim else None
+        team = claim(claims, config.team_claim) if config.team_claim else None
         if isinstance(team, list):
             team = team[0] if team else None
         team_id = team if isinstance(team, str) and team else None
         is_admin = False
         if config.admin_claim:
-            flag = _claim(claims, config.admin_claim)
+            flag = claim(claims, config.admin_claim)
             is_admin = flag is True or (isinstance(flag, list) and "admin" in flag)
         return Principal(kind="jwt", user_id=user, team_id=team_id, is_admin=is_admin)
 
@@ -405,14 +405,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _claim(claims: dict[str, Any], path: str) -> Any:
+def claim(claims: Mapping[str, Any], path: str) -> Any:
     """The claim named ``path``: the literal key first (namespaced claims are URLs with dots), else a
-    dotted path into nested objects (``realm.user``)."""
+    dotted path into nested objects (``realm_access.roles``)."""
     if path in claims:
         return claims[path]
     value: Any = claims
     for part in path.split("."):
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             return None
         value = value.get(part)
     return value
