@@ -40,6 +40,7 @@ from gomodel_proxy.middleware.jwt_verifier import (
     MAX_TOKEN_CHARS,
     JWTVerifier,
     claim,
+    read_capped,
     unverified_header,
 )
 
@@ -322,18 +323,10 @@ class OIDCClient:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.timeout_s))
         return self._session
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(1 << 16):
-            body += chunk
-            if len(body) > _MAX_BODY:
-                raise ValueError("answer larger than 1 MiB")
-        return bytes(body)
-
     async def _get(self, url: str) -> bytes:
         async with self._http().get(url, headers={"Accept": "application/json"}) as response:
             response.raise_for_status()
-            return await self._read(response)
+            return await read_capped(response, _MAX_BODY)
 
     # -- discovery ----------------------------------------------------------------------------------------
     async def discovery(self) -> Discovery:
@@ -433,7 +426,7 @@ class OIDCClient:
         form, headers = token_request(self.config, discovery, flow, code)
         try:
             async with self._http().post(discovery.token_endpoint, data=form, headers=headers) as response:
-                body = await self._read(response)
+                body = await read_capped(response, _MAX_BODY)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise SignInError("failed", f"token endpoint: {type(exc).__name__}") from None
@@ -451,7 +444,7 @@ class OIDCClient:
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         try:
             async with self._http().get(url, headers=headers) as response:
-                body = await self._read(response)
+                body = await read_capped(response, _MAX_BODY)
                 status, content_type = response.status, response.content_type
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise SignInError("failed", f"userinfo: {type(exc).__name__}") from None

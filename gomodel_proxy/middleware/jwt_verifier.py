@@ -378,12 +378,18 @@ class JWTVerifier:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_FETCH_TIMEOUT_S))
         async with self._session.get(url, headers={"Accept": "application/json"}) as response:
             response.raise_for_status()
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(1 << 16):
-                body += chunk
-                if len(body) > _MAX_JWKS_BYTES:
-                    raise ValueError("JWKS larger than 1 MiB")
-        return bytes(body)
+            return await read_capped(response, _MAX_JWKS_BYTES)
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """``response``'s body, read as it comes and refused (``ValueError``) past ``limit`` bytes: an issuer's
+    documents are small, and a huge answer must not fill the gateway's memory."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise ValueError(f"answer larger than {limit} bytes")
+    return bytes(body)
 
 
 def unverified_header(token: str) -> dict[str, Any]:

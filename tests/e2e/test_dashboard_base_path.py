@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import openai
 import pytest
 from aiohttp import web
 
 from gomodel_proxy.admin import sessions
-from tests.e2e.test_dashboard_pages import EXPECTED_MISSES, PAGES, dashboard_gateway, loaded, open_page
+from tests.e2e.test_dashboard_pages import EXPECTED_MISSES, PAGES, chat, dashboard_gateway, loaded, open_page
 from tests.support.browser import chromium, needs_chromium, playwright_api
 from tests.support.gateway import Gateway
 from tests.support.governed import MASTER
@@ -208,18 +207,6 @@ class Recorder:
         self.errors.append(f"{response.request.method} {response.url}: {response.status}")
 
 
-async def chat_through(proxy: str) -> str:
-    """One chat completion with the master key through the proxy: the X-Request-ID the gateway answered."""
-    client = openai.AsyncOpenAI(api_key=MASTER, base_url=f"{proxy}{PREFIX}/v1", max_retries=0)
-    try:
-        raw = await client.chat.completions.with_raw_response.create(
-            model="m", messages=[{"role": "user", "content": "through the proxy"}])
-        assert raw.parse().choices[0].message.content
-        return str(raw.headers["x-request-id"])
-    finally:
-        await client.close()
-
-
 async def test_the_dashboard_works_under_a_proxys_base_path(proxy: str, gateway: Gateway) -> None:
     expect = playwright_api.expect
     base = f"{proxy}{PREFIX}/"
@@ -248,7 +235,7 @@ async def test_the_dashboard_works_under_a_proxys_base_path(proxy: str, gateway:
                 await open_page(page, name)
             if name == "live":
                 await expect(page.locator("#status")).to_contain_text("Connected", timeout=10_000)
-                request_id = await chat_through(proxy)  # streamed to the page through the proxy
+                request_id = await chat(proxy + PREFIX, MASTER)  # streamed to the page through the proxy
                 row = page.locator(f'#live-rows tr[data-request-id="{request_id}"]')
                 await expect(row).to_be_visible(timeout=10_000)
                 await expect(row).to_contain_text("200")

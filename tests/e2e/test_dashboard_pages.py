@@ -132,9 +132,11 @@ async def loaded(page: Any) -> str:
     return text
 
 
-async def chat(gateway: Gateway, key: str) -> str:
-    """One chat completion with ``key`` through the openai SDK: the X-Request-ID the gateway answered."""
-    client = openai.AsyncOpenAI(api_key=key, base_url=f"{gateway.url}/v1", max_retries=0)
+async def chat(gateway: Gateway | str, key: str) -> str:
+    """One chat completion with ``key`` through the openai SDK (to the gateway, or to a URL in front of it):
+    the X-Request-ID the gateway answered."""
+    base = gateway if isinstance(gateway, str) else gateway.url
+    client = openai.AsyncOpenAI(api_key=key, base_url=f"{base}/v1", max_retries=0)
     try:
         raw = await client.chat.completions.with_raw_response.create(
             model="m", messages=[{"role": "user", "content": "hi"}])
