@@ -37,6 +37,7 @@ import orjson
 from gomodel_proxy.audit.entries import request_entries, step_entry
 from gomodel_proxy.audit.sink import AuditSink
 from gomodel_proxy.core.process import pid_alive
+from gomodel_proxy.core.slices import sliced
 from gomodel_proxy.core.types import CallRecord
 
 _Item = tuple[str, float, Any]
@@ -217,15 +218,17 @@ class AuditLogger:
                     await asyncio.wait_for(self._stop.wait(), self.flush_interval_s)
             take = min(len(queue), self.batch_size)
             items = [queue.popleft() for _ in range(take)]
-            try:
-                entries = self._build(items)
-            except Exception:
-                self.logger.exception("audit entries cannot be built", dropped=len(items))
-                self.dropped += len(items)
-                continue
-            await self._route(entries)
+            entries: list[dict[str, Any]] = []
+            async for part in sliced(items):  # a batch built at once would hold the loop for milliseconds
+                try:
+                    entries += self._build(part)
+                except Exception:
+                    self.logger.exception("audit entries cannot be built", dropped=len(part))
+                    self.dropped += len(part)
+            if entries:
+                await self._route(entries)
 
-    def _build(self, items: list[_Item]) -> list[dict[str, Any]]:
+    def _build(self, items: Sequence[_Item]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         limit = self.body_limit
         settle = self.settle

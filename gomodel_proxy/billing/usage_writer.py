@@ -46,6 +46,7 @@ import orjson
 
 from gomodel_proxy.billing.usage import RECORD_COLUMNS
 from gomodel_proxy.core.process import pid_alive
+from gomodel_proxy.core.slices import paced
 from gomodel_proxy.storage.database import Database
 from gomodel_proxy.storage.records import USAGE_COLUMNS
 
@@ -493,7 +494,9 @@ async def _copy_batch(conn: Any, records: list[tuple[Any, ...]]) -> None:
     tr = conn.transaction()
     try:
         await tr.start()
-        await conn.copy_records_to_table(_STAGE, records=records, columns=_ORDER, schema_name="pg_temp")
+        # Fed row by row with a turn of the loop between slices: asyncpg encodes what it is given at once,
+        # and a batch of 500 rows encoded in one go would hold the loop for a millisecond or more.
+        await conn.copy_records_to_table(_STAGE, records=paced(records), columns=_ORDER, schema_name="pg_temp")
         await conn.execute(_FROM_STAGE_SQL)
         await tr.commit()
     except BaseException as exc:
