@@ -124,6 +124,9 @@ class UsageWriter:
         self._spilling = 0
         self._spill_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        #: Set when there is work again after none: an idle writer waits on it with no timer running, so a
+        #: gateway without traffic is not woken five times a second.
+        self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._down = False
         self._last_probe = 0.0
@@ -157,11 +160,15 @@ class UsageWriter:
             if self._closed:
                 self._late(row)
                 return
-            self._buffer.append(row)
-            if len(self._buffer) >= self.max_queue:
+            buffer = self._buffer
+            buffer.append(row)
+            waiting = len(buffer)
+            if waiting >= self.max_queue:
                 self._spill()
-            elif len(self._buffer) >= self.batch_size:
+            elif waiting >= self.batch_size:
                 self._wake.set()
+            elif waiting == 1:
+                self._arrived.set()
         except Exception as exc:  # pragma: no cover - defensive: a usage row must never fail a request
             self.log.error("usage_submit_failed", error=repr(exc))
 
@@ -178,6 +185,7 @@ class UsageWriter:
         self._deadline = loop.time() + timeout_s
         self._closing = True
         self._wake.set()
+        self._arrived.set()
         task, self._task = self._task, None
         if task is not None:
             try:
@@ -203,6 +211,10 @@ class UsageWriter:
     # -- background task ------------------------------------------------------------------------
     async def _run(self) -> None:
         while not self._closing:
+            if not (self._buffer or self._down or self._spool_dirty):
+                self._arrived.clear()
+                await self._arrived.wait()  # idle: nothing to write, replay or probe
+                continue
             if self._down or len(self._buffer) < self.batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
@@ -389,6 +401,7 @@ class UsageWriter:
             return
         self.spooled += len(rows)
         self._spool_dirty = True
+        self._arrived.set()  # an idle writer replays it once the database takes rows again
 
     def _spill(self) -> None:
         """The buffer reached ``max_queue``: hand it all to the spool now rather than grow without end."""

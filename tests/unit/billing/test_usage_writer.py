@@ -527,3 +527,35 @@ async def test_postgres_unreachable_from_the_start_spools_then_replays(db: Datab
         await w.close()
     assert sorted(await table_ids(db)) == sorted(r["id"] for r in rows)
     assert not list(tmp_path.glob("usage-spool-*"))
+
+
+# -- idle ------------------------------------------------------------------------------------------
+async def test_an_idle_writer_sleeps_without_a_timer_and_wakes_for_the_next_row(
+        db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = writer(db, tmp_path, flush_interval_s=0.02)
+    ticks = 0
+    tick = w._tick
+
+    async def counted() -> None:
+        nonlocal ticks
+        ticks += 1
+        await tick()
+
+    monkeypatch.setattr(w, "_tick", counted)
+    await w.start()
+    await wait_until(lambda: not w._spool_dirty)  # the start's look for spool files is done
+    await asyncio.sleep(0.05)
+    idle_from = ticks
+    await asyncio.sleep(0.3)  # 15 flush intervals with nothing to write
+    assert ticks == idle_from
+    row = make_row(1)
+    w.submit(row)
+    await wait_until(lambda: w.written == 1)
+    assert await table_ids(db) == [row["id"]]
+    # A batch still gathers for one interval: rows that come meanwhile go in the same transaction.
+    batches = w.batches
+    for n in range(2, 6):
+        w.submit(make_row(n))
+    await wait_until(lambda: w.written == 5)
+    assert w.batches == batches + 1
+    await w.close()
