@@ -22,8 +22,9 @@ from gomodel_proxy.core.types import CallRecord
 
 #: A batch of finished calls is added to the collectors at the latest this long after its first call...
 FLUSH_S = 1.0
-#: ... or once it is this long.
-FLUSH_CALLS = 512
+#: ... or once it is this long: soon after the request that filled it, in a callback of its own (its answer
+#: is not held back), and short, since a flush holds the loop about 1.1 µs a call (64 calls: 75 µs).
+FLUSH_CALLS = 64
 #: Buckets for request latency: LLM calls span milliseconds (cache, errors) to minutes (long streams).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 #: Buckets for the gateway's own overhead: targets are well under a millisecond.
@@ -41,6 +42,8 @@ class Metrics:
         self._pending_cost: dict[tuple[str, str], float] = {}
         self._in_flight_deltas: dict[str, int] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
+        #: A flush is scheduled to run soon (a full batch waits).
+        self._flush_soon = False
         self._in_flight_gauges: dict[str, InFlight] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -152,7 +155,12 @@ class Metrics:
         pending = self._pending
         pending.append(call)
         if len(pending) >= FLUSH_CALLS:
-            self.flush()
+            if not self._flush_soon:
+                self._flush_soon = True
+                try:
+                    asyncio.get_running_loop().call_soon(self.flush)
+                except RuntimeError:  # pragma: no cover - without a loop every call is flushed at once
+                    self.flush()
         elif self._flush_timer is None:
             self._flush_later()
 
@@ -164,6 +172,7 @@ class Metrics:
 
     def flush(self) -> None:
         """Add the queued calls and in-flight changes to the collectors."""
+        self._flush_soon = False
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None

@@ -136,8 +136,21 @@ async def test_calls_are_added_in_batches_and_before_a_scrape() -> None:
     assert samples(metrics)[request] == 1.0  # a scrape adds what is queued first
     for _ in range(metrics_module.FLUSH_CALLS):
         metrics.observe(call)
-    assert metrics._pending == []  # a full batch is added at once
+    assert len(metrics._pending) == metrics_module.FLUSH_CALLS  # the request that filled it is not held up
+    await asyncio.sleep(0)
+    assert metrics._pending == []  # a full batch is added in the loop's next turn
     metrics.observe(call)
     await asyncio.sleep(metrics_module.FLUSH_S + 0.2)
     assert metrics._pending == []  # and a partial one FLUSH_S after its first call
     assert samples(metrics)[request] == 2.0 + metrics_module.FLUSH_CALLS
+
+
+def test_outside_a_loop_calls_are_added_at_once() -> None:
+    metrics = Metrics()
+    call = CallRecord(request_id="c", endpoint="chat.completions", started=1.0, status=200, finished=1.01)
+    request = ("gomodel_requests_total",
+               labels(provider="", model="", endpoint="chat.completions", status="200", stream="false"))
+    for n in range(1, 4):
+        metrics.observe(call)
+        assert metrics._pending == []
+        assert samples(metrics)[request] == n
