@@ -680,7 +680,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also LiteLLM and Portkey (installed once into bench/.cache/peers/; slow the first time)")
     p.add_argument("--rounds", type=int, help="rounds of alternating phases, medians reported (default 3; quick 1)")
     p.add_argument("--duration", type=float, help="seconds per load phase (default 3; quick 0.5)")
-    p.add_argument("--levels", help="comma-separated concurrencies of the sweep (default 1,8,32,64,128,256)")
+    p.add_argument("--levels", help="comma-separated concurrencies of the sweep (default 1,8,16,32,48,64,128,256)")
     p.add_argument("--streams", help="comma-separated paced stream counts (default 1000,10000; quick 100)")
     p.add_argument("--output", type=Path, default=BENCH / "results" / "perf.json", help="JSON results file")
     p.add_argument("--gateway-cpu", type=int, default=0)
@@ -691,7 +691,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     q = args.quick
     args.rounds = args.rounds or (1 if q else 3)
     args.duration = args.duration or (0.5 if q else 3.0)
-    args.levels = [int(x) for x in (args.levels or ("1,32" if q else "1,8,32,64,128,256")).split(",")]
+    args.levels = [int(x) for x in (args.levels or ("1,32" if q else "1,8,16,32,48,64,128,256")).split(",")]
     if args.levels[0] != 1:
         args.levels.insert(0, 1)  # c=1 gives the added latency
     args.streams = [int(x) for x in (args.streams or ("100" if q else "1000,10000")).split(",")]
