@@ -236,6 +236,7 @@ class Http1Protocol(asyncio.Protocol):
         "drain_waiter",
         "headers",
         "idle_since",
+        "loop",
         "parser",
         "pending",
         "raw",
@@ -252,6 +253,9 @@ class Http1Protocol(asyncio.Protocol):
         self.app = server.app
         self.routes = server.routes
         self.body_limit = server.body_limit
+        # Kept rather than asked for per request: ``get_running_loop`` and ``current_task`` without a loop
+        # check the process id with a ``getpid`` system call each time.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -298,7 +302,7 @@ class Http1Protocol(asyncio.Protocol):
         if self.transport is None:
             raise ConnectionResetError("the client closed the connection")
         if self.drain_waiter is None:
-            self.drain_waiter = asyncio.get_running_loop().create_future()
+            self.drain_waiter = self.loop.create_future()
         await self.drain_waiter
 
     def data_received(self, data: bytes) -> None:
@@ -385,7 +389,7 @@ class Http1Protocol(asyncio.Protocol):
         """
         if self.task is None and self.pending:
             self.busy = True
-            self.task = asyncio.get_running_loop().create_task(self._run(self.pending.popleft()))
+            self.task = self.loop.create_task(self._run(self.pending.popleft()))
 
     async def _run(self, serve: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -405,7 +409,7 @@ class Http1Protocol(asyncio.Protocol):
                 self._wake()
 
     async def _serve(self, request: ParsedRequest, handler: Handler) -> None:
-        request._task = asyncio.current_task()  # type: ignore[assignment]
+        request._task = self.task  # type: ignore[assignment]  # the task running this (``_wake``)
         response = await edge_middleware(request, handler)
         transport = self.transport
         if transport is None:
