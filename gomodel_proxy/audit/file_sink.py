@@ -15,7 +15,7 @@ import heapq
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 
 from gomodel_proxy.audit.query import AuditQuery, sort_key
-from gomodel_proxy.core.slices import sliced
+from gomodel_proxy.core.slices import never, sliced
 
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
 
@@ -42,6 +42,8 @@ class FileSink:
         #: When the current file's first entry was written (wall clock); None: the file is empty.
         self._began: float | None = None
         self._lock = threading.Lock()
+        #: Set by the pipeline (``PacedSink``): true while it is behind, and serialization is not sliced.
+        self.hurry: Callable[[], bool] = never
 
     # -- AuditSink -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -55,7 +57,7 @@ class FileSink:
         # allocation past the small-object allocator, the heap grown and trimmed again each batch).
         # In slices, the loop served between two: a thousand entries at once would hold it for milliseconds.
         data = bytearray()
-        async for part in sliced(entries):
+        async for part in sliced(entries, hurry=self.hurry):
             for entry in part:
                 data += orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
         await asyncio.to_thread(self._write, bytes(data))

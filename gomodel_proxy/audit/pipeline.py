@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from gomodel_proxy.audit.entries import request_entries, step_entry
-from gomodel_proxy.audit.sink import AuditSink
+from gomodel_proxy.audit.sink import AuditSink, PacedSink
 from gomodel_proxy.core.process import pid_alive
 from gomodel_proxy.core.slices import sliced
 from gomodel_proxy.core.types import CallRecord
@@ -84,6 +84,8 @@ class AuditLogger:
         max_retry_s: float = 30.0,
     ) -> None:
         self.sink = sink
+        if isinstance(sink, PacedSink):
+            sink.hurry = self.behind
         self.spill_dir = spill_dir
         self.logger = logger
         self.queue_size = queue_size
@@ -145,6 +147,11 @@ class AuditLogger:
             return
         queue.append(item)
         self._wake.set()
+
+    def behind(self) -> bool:
+        """Another full batch waits in the queue: the drain (and a sink that slices its work) catch up at
+        once rather than give the loop a turn per slice."""
+        return len(self._queue) >= self.batch_size
 
     @property
     def queued(self) -> int:
@@ -219,7 +226,8 @@ class AuditLogger:
             take = min(len(queue), self.batch_size)
             items = [queue.popleft() for _ in range(take)]
             entries: list[dict[str, Any]] = []
-            async for part in sliced(items):  # a batch built at once would hold the loop for milliseconds
+            # A batch built at once would hold the loop for milliseconds; sliced, unless the drain is behind.
+            async for part in sliced(items, hurry=self.behind):
                 try:
                     entries += self._build(part)
                 except Exception:

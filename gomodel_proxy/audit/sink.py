@@ -8,8 +8,8 @@ it could not tell apart from success (entries carry an ``id`` to deduplicate on 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 
 class AuditSink(Protocol):
@@ -25,3 +25,11 @@ class AuditSink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PacedSink(Protocol):
+    """A sink that does its CPU work on the event loop in slices (the file sink's serialization). The pipeline
+    gives it ``hurry``: true while another full batch waits, when slices would only make it fall behind."""
+
+    hurry: Callable[[], bool]

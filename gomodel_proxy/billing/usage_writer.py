@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ import orjson
 
 from gomodel_proxy.billing.usage import RECORD_COLUMNS
 from gomodel_proxy.core.process import pid_alive
-from gomodel_proxy.core.slices import paced
+from gomodel_proxy.core.slices import never, paced
 from gomodel_proxy.storage.database import Database
 from gomodel_proxy.storage.records import USAGE_COLUMNS
 
@@ -251,6 +251,10 @@ class UsageWriter:
         if self._spool_dirty and not self._down and not self._closing and len(self._buffer) < self.batch_size:
             await self._replay_all()
 
+    def _behind(self) -> bool:
+        """Another full batch waits behind the one being written."""
+        return len(self._buffer) >= self.batch_size
+
     def _take(self, n: int) -> list[Row]:
         return [self._buffer.popleft() for _ in range(min(n, len(self._buffer)))]
 
@@ -292,7 +296,7 @@ class UsageWriter:
         conn = self._pg
         if conn is not None and not conn.is_closed():
             try:
-                await _copy_batch(conn, records)
+                await _copy_batch(conn, records, self._behind)
             except Exception as exc:
                 if _is_data_error(exc):
                     raise
@@ -309,7 +313,7 @@ class UsageWriter:
             conn.terminate()
             raise
         self._pg = conn
-        await _copy_batch(conn, records)
+        await _copy_batch(conn, records, self._behind)
 
     def _drop_pg(self) -> None:
         conn, self._pg = self._pg, None
@@ -500,7 +504,7 @@ def _aware(row: dict[str, Any], created: Any) -> datetime:
     return created
 
 
-async def _copy_batch(conn: Any, records: list[tuple[Any, ...]]) -> None:
+async def _copy_batch(conn: Any, records: list[tuple[Any, ...]], behind: Callable[[], bool] = never) -> None:
     """``records`` copied into the stage table and inserted from it, in one transaction. On a data error
     the transaction is rolled back and the connection kept; on any other failure (cancellation by a
     timeout included) the connection is cut: its state is unknown, and the server rolls back."""
@@ -508,8 +512,10 @@ async def _copy_batch(conn: Any, records: list[tuple[Any, ...]]) -> None:
     try:
         await tr.start()
         # Fed row by row with a turn of the loop between slices: asyncpg encodes what it is given at once,
-        # and a batch of 500 rows encoded in one go would hold the loop for a millisecond or more.
-        await conn.copy_records_to_table(_STAGE, records=paced(records), columns=_ORDER, schema_name="pg_temp")
+        # and a batch of 500 rows encoded in one go would hold the loop for a millisecond or more. Not while
+        # ``behind``: on a saturated loop the writer would fall ever further behind.
+        await conn.copy_records_to_table(_STAGE, records=paced(records, hurry=behind), columns=_ORDER,
+                                         schema_name="pg_temp")
         await conn.execute(_FROM_STAGE_SQL)
         await tr.commit()
     except BaseException as exc:

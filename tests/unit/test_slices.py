@@ -46,3 +46,23 @@ async def test_paced_gives_every_item_and_a_turn_of_the_loop_every_size() -> Non
     assert at[0] == at[1] == at[2]  # within a slice the loop is not entered
     assert at[3] > at[2]  # after 3 items it is
     assert at[3] == at[4] == at[5] and at[6] > at[5]
+
+
+async def test_a_task_in_a_hurry_does_not_give_the_loop_turns() -> None:
+    ticks: list[int] = []
+    ticker = asyncio.create_task(_ticker(ticks))
+    await asyncio.sleep(0)
+    behind = [True]
+    at: list[int] = []
+    async for _ in sliced(list(range(12)), 4, hurry=lambda: behind[0]):
+        at.append(len(ticks))
+    assert at[0] == at[1] == at[2]  # behind: every slice at once
+    behind[0] = False
+    items = []
+    async for item in paced(range(6), 2, hurry=lambda: behind[0]):
+        items.append((item, len(ticks)))
+        behind[0] = item >= 3  # caught up for the first slices, then behind again
+    ticker.cancel()
+    t = [n for _, n in items]
+    assert t[2] > t[1] and t[4] == t[3]
+    assert [item for item, _ in items] == list(range(6))

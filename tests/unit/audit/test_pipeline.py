@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gomodel_proxy.audit.file_sink import FileSink
 from gomodel_proxy.audit.pipeline import AuditLogger, NoopAuditLogger
 from gomodel_proxy.audit.trail import AuditTrail, NoopAuditTrail
 from gomodel_proxy.core.types import CallRecord
@@ -292,3 +293,26 @@ async def test_an_unwritable_spill_dir_counts_drops(tmp_path: Path) -> None:
     await audit._spill([{"id": "1", "ts": 1.0}])
     assert audit.dropped == 1
     assert audit.logger.errors[-1][0].startswith("audit spill file cannot be written")
+
+
+async def test_behind_means_another_full_batch_waits_and_the_file_sink_is_told(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "audit.jsonl")
+    logger = AuditLogger(sink, spill_dir=tmp_path / "spill", logger=Logger(), batch_size=4)
+    assert sink.hurry == logger.behind  # the sink's serialization stops slicing when the pipeline is behind
+    for i in range(3):
+        logger.log_middleware_step(step(i))
+    assert not logger.behind()
+    logger.log_middleware_step(step(3))
+    assert logger.behind()
+
+
+async def test_a_backlog_is_caught_up_in_whole_batches_without_drops(tmp_path: Path) -> None:
+    sink = MemorySink()
+    logger = make(sink, tmp_path, batch_size=64, queue_size=10_000)
+    for i in range(64 * 20):
+        logger.log_middleware_step(step(i))
+    await logger.start()
+    await until(lambda: len(sink.entries) == 64 * 20)
+    await logger.close()
+    assert logger.dropped == 0 and logger.spilled == 0
+    assert ids(sink) == [f"req-{i}" for i in range(64 * 20)]
