@@ -7,7 +7,8 @@ and max, so drift falls on every system alike and its size shows.
 
 Layout: every system under test is pinned to core 0 (``taskset -c 0``; only the one under load is busy); the
 mock upstream (bench/upstream.py), the load generator (``wrk -t1`` with bench/load.lua, or the many-streams
-client of bench/perf_streams.py) and this driver share core 1. The figures say how busy each core was, so a
+client of bench/perf_streams.py), this driver and, for the run, Redis and PostgreSQL (when they run on this
+machine: in production they are elsewhere) share core 1. The figures say how busy each core was, so a
 result bounded by the load side shows as such.
 
 Systems: ``direct`` (the mock: the floor), ``nginx`` (keep-alive reverse proxy), ``gateway-bare`` (no master
@@ -69,6 +70,7 @@ from run import (
     free_port,
     machine_info,
     run_with_children,
+    services_on_load_core,
     spawn_upstream,
     tail,
     wait_ready,
@@ -720,10 +722,14 @@ def main(argv: list[str] | None = None) -> int:
     # cold start would then measure where PYTHONDONTWRITEBYTECODE is set). Quick when nothing changed.
     compileall.compile_dir(str(REPO / "gomodel_proxy"), quiet=1, workers=0)
     started = time.perf_counter()
-    results = run_with_children(args, "gomodel-perf-", suite)
+    with services_on_load_core(args.load_cpu) as moved:
+        if moved:
+            print(f"on the load core for this run: {', '.join(moved)}", flush=True)
+        results = run_with_children(args, "gomodel-perf-", suite)
     if isinstance(results, int):
         return results
     results["settings"]["nofile_limit"] = nofile
+    results["settings"]["services_on_load_core"] = moved
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")
