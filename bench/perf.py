@@ -7,10 +7,8 @@ and max, so drift falls on every system alike and its size shows.
 
 Layout: every system under test is pinned to core 0 (``taskset -c 0``; only the one under load is busy); the
 mock upstream (bench/upstream.py), the load generator (``wrk -t1`` with bench/load.lua, or the many-streams
-client of bench/perf_streams.py), this driver and, for the run, Redis and PostgreSQL (when they run on this
-machine: in production they are elsewhere) share core 1. While one system is measured the others on core 0
-are paused (SIGSTOP), so that their idle wake-ups do not take the core from it. The figures say how busy
-each core was, so a result bounded by the load side shows as such.
+client of bench/perf_streams.py) and this driver share core 1. The figures say how busy each core was, so a
+result bounded by the load side shows as such.
 
 Systems: ``direct`` (the mock: the floor), ``nginx`` (keep-alive reverse proxy), ``gateway-bare`` (no master
 key, no usage records), ``gateway-prod`` (virtual-key auth, rate limit and budget in Redis, usage records in
@@ -39,14 +37,14 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf_load import Load, Sampler, full_reply, tree_cpu, tree_pids, tree_rss
+from perf_load import Load, Sampler, full_reply, tree_cpu, tree_rss
 from perf_report import plot_latency, print_report, summarize_targets
 from perf_streams import raise_nofile, request_bytes, run_streams
 from perf_systems import Served, start_litellm, start_nginx, start_portkey
@@ -71,7 +69,6 @@ from run import (
     free_port,
     machine_info,
     run_with_children,
-    services_on_load_core,
     spawn_upstream,
     tail,
     wait_ready,
@@ -295,8 +292,7 @@ class Run:
             if s is None:
                 return None
             try:
-                with self.alone(name):
-                    r: dict[str, Any] | None = fn(s)
+                r: dict[str, Any] | None = fn(s)
                 problem = ""
             except (OSError, BenchError) as exc:
                 r, problem = None, f"{type(exc).__name__}: {exc}"
@@ -306,25 +302,6 @@ class Run:
                 return r
             self.revive(s, what)
         return None
-
-    @contextlib.contextmanager
-    def alone(self, name: str) -> Iterator[None]:
-        """Every other system on the gateway core paused (SIGSTOP, then SIGCONT) while ``name`` is measured.
-
-        Idle, they still wake up (their timers, a peer's background tasks: 1-6% of the core during direct's
-        phases) and take the core from the one under test at random moments, which showed in its p99. The
-        mock (``direct``) runs on the load core and is never paused."""
-        paused = [pid for other, s in self.systems.items() if other not in (name, "direct")
-                  for pid in tree_pids(s.pid)]
-        for pid in paused:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for pid in paused:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGCONT)
 
     def revive(self, s: Served, what: str) -> None:
         assert s.proc is not None
@@ -743,14 +720,10 @@ def main(argv: list[str] | None = None) -> int:
     # cold start would then measure where PYTHONDONTWRITEBYTECODE is set). Quick when nothing changed.
     compileall.compile_dir(str(REPO / "gomodel_proxy"), quiet=1, workers=0)
     started = time.perf_counter()
-    with services_on_load_core(args.load_cpu) as moved:
-        if moved:
-            print(f"on the load core for this run: {', '.join(moved)}", flush=True)
-        results = run_with_children(args, "gomodel-perf-", suite)
+    results = run_with_children(args, "gomodel-perf-", suite)
     if isinstance(results, int):
         return results
     results["settings"]["nofile_limit"] = nofile
-    results["settings"]["services_on_load_core"] = moved
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2) + "\n")

@@ -36,7 +36,6 @@ from run import (
     create_virtual_key,
     find_py_spy,
     run_with_children,
-    services_on_load_core,
 )
 
 #: ``--without``: how each part of the production chain is turned off in perf.py's config.
@@ -105,8 +104,7 @@ def main() -> int:
     refused = claim_cores(args)
     if refused is not None:
         return refused
-    with services_on_load_core(args.load_cpu):
-        got = run_with_children(args, "gomodel-profile-", suite)
+    got = run_with_children(args, "gomodel-profile-", suite)
     if isinstance(got, int):
         return got
     print(f"load: {got['load']}")

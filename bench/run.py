@@ -1945,46 +1945,6 @@ def claim_cores(args: argparse.Namespace) -> int | None:
     return None
 
 
-#: The services a production gateway uses, when they run on this machine: kept off the gateway's core.
-SERVICE_PROCESSES = frozenset({"redis-server", "postgres"})
-
-
-@contextlib.contextmanager
-def services_on_load_core(load_cpu: int) -> Iterator[list[str]]:
-    """Redis and PostgreSQL moved to the load core for the run, and back after it.
-
-    In production they run on other machines; here, unpinned, they would take turns on the gateway's core
-    and their work (a usage batch's ``COPY``, a Lua script) would show as the gateway's latency. Yields what
-    was moved ("redis-server 812", ...); a process this user may not move is left where it is, and said so.
-    """
-    moved: dict[int, set[int]] = {}
-    names: list[str] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
-        except OSError:  # gone meanwhile
-            continue
-        if comm not in SERVICE_PROCESSES:
-            continue
-        pid = int(entry)
-        try:
-            before = os.sched_getaffinity(pid)
-            os.sched_setaffinity(pid, {load_cpu})
-        except OSError as exc:  # gone meanwhile, or not ours to move
-            names.append(f"{comm} {pid} (not moved: {exc.strerror})")
-            continue
-        moved[pid] = before
-        names.append(f"{comm} {pid}")
-    try:
-        yield names
-    finally:
-        for pid, before in moved.items():
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(pid, before)
-
-
 def run_with_children(args: argparse.Namespace, prefix: str,
                       suite: Callable[[argparse.Namespace, Setup], dict[str, Any]]) -> dict[str, Any] | int:
     """``suite`` with a scratch folder and the processes it starts, all stopped whatever happens (SIGTERM and
