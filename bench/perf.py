@@ -7,8 +7,9 @@ and max, so drift falls on every system alike and its size shows.
 
 Layout: every system under test is pinned to core 0 (``taskset -c 0``; only the one under load is busy); the
 mock upstream (bench/upstream.py), the load generator (``wrk -t1`` with bench/load.lua, or the many-streams
-client of bench/perf_streams.py) and this driver share core 1. The figures say how busy each core was, so a
-result bounded by the load side shows as such.
+client of bench/perf_streams.py) and this driver share core 1. After each phase the driver waits until the
+system measured is idle again (``Run.quiet``), so that what its phase left to do does not run into the next.
+The figures say how busy each core was, so a result bounded by the load side shows as such.
 
 Systems: ``direct`` (the mock: the floor), ``nginx`` (keep-alive reverse proxy), ``gateway-bare`` (no master
 key, no usage records), ``gateway-prod`` (virtual-key auth, rate limit and budget in Redis, usage records in
@@ -296,12 +297,26 @@ class Run:
                 problem = ""
             except (OSError, BenchError) as exc:
                 r, problem = None, f"{type(exc).__name__}: {exc}"
+            self.quiet(s)
             if s.proc is None or s.proc.poll() is None:
                 if problem:
                     self.fail(s, f"{what}: {problem}")
                 return r
             self.revive(s, what)
         return None
+
+    def quiet(self, s: Served, step_s: float = 0.1, limit_s: float = 3.0) -> None:
+        """Wait until the system just measured has done the work its phase left behind (a usage batch, the
+        audit drain, a metrics flush): at most one clock tick of CPU in ``step_s``, for at most ``limit_s``.
+        Otherwise that work ran on into the next system's phase, on the same core, as that one's latency."""
+        deadline = time.perf_counter() + limit_s
+        last = tree_cpu(s.pid)
+        while time.perf_counter() < deadline:
+            time.sleep(step_s)
+            now = tree_cpu(s.pid)
+            if now - last <= 1.5 / os.sysconf("SC_CLK_TCK"):
+                return
+            last = now
 
     def revive(self, s: Served, what: str) -> None:
         assert s.proc is not None
