@@ -49,6 +49,15 @@ class _UnexpectedMessage(Exception):
     """A second answer began on the connection: the peer sent bytes nobody asked for."""
 
 
+class _NoCallbacks:
+    """The callbacks of a parser nobody feeds."""
+
+
+#: A closed connection's parser: the parser holds its connection (for the callbacks) and the connection its
+#: parser, a cycle that kept every closed connection, and the call it last served, until a full collection.
+_DETACHED = httptools.HttpResponseParser(_NoCallbacks())
+
+
 class Connection(asyncio.Protocol):
     __slots__ = (
         "body", "buffered", "closed", "complete", "counted", "exc", "got_bytes", "head_done", "idle_since",
@@ -278,6 +287,7 @@ class Connection(asyncio.Protocol):
                 self.exc = closed_mid_body(self.label)
         self._wake()
         self.owner.discard(self)
+        self.parser = _DETACHED  # the parser and this connection hold each other: a cycle left to the collector
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -10,6 +11,8 @@ from aiohttp import web
 
 from gomodel_proxy.core.errors import UpstreamConnectionError
 from gomodel_proxy.httpclient import HttpClient
+from gomodel_proxy.httpclient.connection import Connection
+from tests.support.live_objects import live
 from tests.support.mock_upstream import unused_port_url
 
 from .conftest import read_request
@@ -239,3 +242,34 @@ async def test_close_aborts_idle_and_busy_connections(app_server: Any, make_clie
     busy.release()
     with pytest.raises(UpstreamConnectionError, match="closed"):
         await get(client)
+
+
+class _Owner:
+    def put_back(self, conn: Any) -> None:
+        raise AssertionError("not used")
+
+    def discard(self, conn: Any) -> None:
+        pass
+
+
+class _Transport:
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+async def test_a_closed_connection_is_freed_at_once_not_left_to_the_garbage_collector() -> None:
+    """The parser holds its connection and the connection its parser: the cycle is cut when the connection
+    is lost, so it (and the call it served last) goes with its last reference, not at a full collection."""
+    gc.collect()
+    before = live(Connection)
+    loop = asyncio.get_running_loop()
+    gc.disable()
+    try:
+        for _ in range(20):
+            conn = Connection(loop, _Owner(), "upstream", 5.0)
+            conn.connection_made(_Transport())  # type: ignore[arg-type]
+            conn.connection_lost(None)
+            del conn
+        assert live(Connection) == before
+    finally:
+        gc.enable()
