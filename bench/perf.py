@@ -17,7 +17,7 @@ PostgreSQL, file audit, the PII guardrail, metrics), and with ``--peers`` ``lite
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/perf.py            # default run, about 7-8 minutes
+    .venv/bin/python bench/perf.py            # default run, about 9-10 minutes
     .venv/bin/python bench/perf.py --quick    # smoke run, under a minute
     .venv/bin/python bench/perf.py --peers    # also LiteLLM and Portkey (installed once into bench/.cache/peers)
 
