@@ -230,9 +230,13 @@ class AuditLogger:
             async for part in sliced(items, hurry=self.behind):
                 try:
                     entries += self._build(part)
-                except Exception:
-                    self.logger.exception("audit entries cannot be built", dropped=len(part))
-                    self.dropped += len(part)
+                except Exception:  # one by one then: only what cannot be built is lost, and logged
+                    for item in part:
+                        try:
+                            entries += self._build((item,))
+                        except Exception:
+                            self.logger.exception("audit entry cannot be built", dropped=1)
+                            self.dropped += 1
             if entries:
                 await self._route(entries)
 

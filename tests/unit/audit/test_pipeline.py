@@ -316,3 +316,18 @@ async def test_a_backlog_is_caught_up_in_whole_batches_without_drops(tmp_path: P
     await logger.close()
     assert logger.dropped == 0 and logger.spilled == 0
     assert ids(sink) == [f"req-{i}" for i in range(64 * 20)]
+
+
+async def test_an_entry_that_cannot_be_built_is_the_only_one_lost(tmp_path: Path) -> None:
+    sink = MemorySink()
+    logger = make(sink, tmp_path, batch_size=500)
+    for i in range(70):
+        logger.log_middleware_step(step(i))
+    logger.log_request(object())  # type: ignore[arg-type]  # not a call record: its entries cannot be built
+    logger.log_middleware_step(step(70))
+    await logger.start()
+    await until(lambda: len(sink.entries) == 71)
+    await logger.close()
+    assert logger.dropped == 1
+    assert ids(sink) == [f"req-{i}" for i in range(71)]
+    assert any(msg == "audit entry cannot be built" for msg, _ in logger.logger.errors)
