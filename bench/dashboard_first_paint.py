@@ -40,9 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import aiohttp
-import asyncpg  # type: ignore[import-untyped]
 from playwright.async_api import async_playwright
-from usage_timeseries_bench import END, make_rows, seed
+from usage_timeseries_bench import END, drop_schema, make_rows, seed
 
 from gomodel_proxy.admin import sessions
 from gomodel_proxy.storage.database import Database
@@ -175,11 +174,7 @@ async def run_backend(backend: str, rows: list[dict[str, Any]], rounds: int, chr
             proc.terminate()
             proc.wait(10)
         if schema is not None:
-            conn = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=5)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
+            await drop_schema(url, schema)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -47,6 +47,15 @@ VIEWS: tuple[tuple[str, timedelta, Bucket], ...] = (
 )
 
 
+
+async def drop_schema(url: str, schema: str) -> None:
+    """The scratch schema a run seeded, dropped (``url``: SQLAlchemy's form, ``+asyncpg`` included)."""
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=5)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
 def make_rows(count: int, seed: int = 1) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
     models = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"),
@@ -82,8 +91,8 @@ async def seed(db: Database, rows: list[dict[str, Any]]) -> float:
 async def time_views(db: Database, rounds: int) -> list[tuple[str, float, int]]:
     out = []
     for name, period, bucket in VIEWS:
-        for filters in ({}, {"key_id": "k3"}):
-            label = name + (" key_id=k3" if filters else "")
+        for filters in ({}, {"key": "k3"}):  # the API's filter names (timeseries.FILTERS)
+            label = name + (" key=k3" if filters else "")
             await usage_timeseries(db, start=END - period, end=END, bucket=bucket, filters=filters)  # warm-up
             times = []
             points: list[dict[str, Any]] = []
@@ -113,11 +122,7 @@ async def run_backend(backend: str, rows: list[dict[str, Any]], rounds: int, pg_
     finally:
         await db.close()
         if schema is not None:
-            conn = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=5)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            finally:
-                await conn.close()
+            await drop_schema(url, schema)
         if folder is not None:
             folder.cleanup()
 

@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # type: ignore[import-untyped]
+from usage_timeseries_bench import drop_schema
 
 from gomodel_proxy.billing import usage_writer as uw
 from gomodel_proxy.billing.usage import new_call_id, usage_row
@@ -163,11 +163,7 @@ async def main() -> None:
         print(f"{stored} rows stored, as many as written")
     finally:
         await db.close()
-        conn = await asyncpg.connect(args.url.replace("+asyncpg", ""), timeout=5)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await drop_schema(args.url, schema)
 
 
 if __name__ == "__main__":
