@@ -46,7 +46,7 @@ import orjson
 
 from gomodel_proxy.billing.usage import RECORD_COLUMNS
 from gomodel_proxy.core.process import pid_alive
-from gomodel_proxy.core.slices import never, paced
+from gomodel_proxy.core.slices import paced
 from gomodel_proxy.storage.database import Database
 from gomodel_proxy.storage.records import USAGE_COLUMNS
 
@@ -504,7 +504,7 @@ def _aware(row: dict[str, Any], created: Any) -> datetime:
     return created
 
 
-async def _copy_batch(conn: Any, records: list[tuple[Any, ...]], behind: Callable[[], bool] = never) -> None:
+async def _copy_batch(conn: Any, records: list[tuple[Any, ...]], behind: Callable[[], bool]) -> None:
     """``records`` copied into the stage table and inserted from it, in one transaction. On a data error
     the transaction is rolled back and the connection kept; on any other failure (cancellation by a
     timeout included) the connection is cut: its state is unknown, and the server rolls back."""
