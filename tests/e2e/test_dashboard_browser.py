@@ -59,6 +59,7 @@ async def test_sign_in_read_the_overview_see_a_call_and_sign_out(gateway: Gatewa
         await client.close()
     assert answer.choices[0].message.content
 
+    await Admin(gateway).recorded(1)  # stored (the writer batches): the refresh below reads it
     await page.get_by_role("button", name="Refresh").click()
     requests = page.locator("#totals div", has_text="Requests").locator("dd")
     await expect(requests).to_have_text("1", timeout=10_000)

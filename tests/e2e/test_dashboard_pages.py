@@ -163,6 +163,7 @@ async def seed(gateway: Gateway) -> dict[str, str]:
     created = await admin.call("POST", "admin/keys", {"name": "seeded", "user_id": "ada", "rpm": 60,
                                                       "max_budget": 5, "budget_period": "monthly"}, expect=201)
     await chat(gateway, created["key"])
+    await admin.recorded(1)  # stored (the writer batches), so that the pages count it
     return {"key_id": created["id"], "key": created["key"]}
 
 
@@ -428,6 +429,7 @@ async def test_create_use_see_live_count_export_and_revoke_a_key(gateway: Gatewa
         await expect(row).to_be_visible(timeout=10_000)
         await expect(row).to_contain_text("200")
 
+    await Admin(gateway).recorded(1)  # stored (the writer batches): the usage page below reads it
     await open_page(page, "usage")
     await page.get_by_label("Group by").select_option("key")
     await loaded(page)

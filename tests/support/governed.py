@@ -70,6 +70,18 @@ class Admin:
         created = await self.call("POST", "admin/keys", {"name": "test", **fields}, expect=201)
         return str(created["key"])
 
+    async def recorded(self, requests: int, timeout: float = 10.0) -> None:
+        """Wait until this month's usage records count ``requests``: the usage writer stores a request's row
+        up to its flush interval after the answer, so a page read at once may not count it yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = (await self.call("GET", "admin/usage"))["data"]
+            counted = sum(int(row["requests"]) for row in rows)
+            if counted >= requests:
+                return
+            assert time.monotonic() < deadline, f"{counted} requests recorded after {timeout} s, not {requests}"
+            await asyncio.sleep(0.02)
+
 
 async def usage_rows(db: Database, timeout: float = 5.0, *, expect: int | None = None) -> list[dict[str, Any]]:
     """The usage_records table, waiting (up to ``timeout``) for ``expect`` rows when given."""
